@@ -1,0 +1,139 @@
+"""Seeded arithmetic word problems with known answers and short gold step-by-step solutions.
+
+Each row: question:str, answer:str (an integer, as text), solution:str (steps ending in "\\boxed{answer}"),
+family:str, index:int. The same (seed, sizes, families) always give the same files, and no question appears in
+more than one split. Families are graded by how many operations a solution needs:
+
+    add       a + b                          (a, b in 2..20)            one step
+    sub       a - b                          (a in 10..40, b < a)       one step
+    mul       a * b                          (a, b in 2..9)             one step
+    word_add  "N has a X. She gets b more."  a + b                      one step, in words
+    word_two  "N has a X. Gets b, gives c."  a + b - c                  two steps, in words
+
+    python -m dft_verl.demo.tasks --out DIR [--n-train 64 --n-test 32 --seed 0 --families add,sub,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+NAMES = ["Ava", "Ben", "Mia", "Leo", "Zoe", "Sam", "Ivy", "Max", "Lily", "Omar", "Nora", "Eli"]
+ITEMS = ["apples", "stickers", "marbles", "pencils", "cookies", "books", "shells", "coins", "cards", "stamps"]
+
+
+def _pronoun(name: str) -> str:
+    return "She" if name in {"Ava", "Mia", "Zoe", "Ivy", "Lily", "Nora"} else "He"
+
+
+def _add(rng: random.Random) -> tuple[str, int, str]:
+    a, b = rng.randint(2, 20), rng.randint(2, 20)
+    return f"What is {a} + {b}?", a + b, f"We add the two numbers: {a} + {b} = {a + b}."
+
+
+def _sub(rng: random.Random) -> tuple[str, int, str]:
+    a = rng.randint(10, 40)
+    b = rng.randint(1, a - 1)
+    return f"What is {a} - {b}?", a - b, f"We subtract: {a} - {b} = {a - b}."
+
+
+def _mul(rng: random.Random) -> tuple[str, int, str]:
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    return f"What is {a} * {b}?", a * b, f"We multiply: {a} * {b} = {a * b}."
+
+
+def _word_add(rng: random.Random) -> tuple[str, int, str]:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    a, b = rng.randint(2, 20), rng.randint(2, 20)
+    q = f"{name} has {a} {item}. {_pronoun(name)} gets {b} more {item}. How many {item} does {name} have now?"
+    s = f"{name} starts with {a} {item} and gets {b} more, so {name} has {a} + {b} = {a + b} {item}."
+    return q, a + b, s
+
+
+def _word_two(rng: random.Random) -> tuple[str, int, str]:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    a, b = rng.randint(5, 20), rng.randint(2, 15)
+    c = rng.randint(1, a + b - 1)
+    he = _pronoun(name)
+    q = (f"{name} has {a} {item}. {he} buys {b} more {item} and then gives {c} {item} to a friend. "
+         f"How many {item} does {name} have now?")
+    s = (f"{name} starts with {a} {item}. After buying {b} more, {name} has {a} + {b} = {a + b} {item}. "
+         f"After giving away {c}, {name} has {a + b} - {c} = {a + b - c} {item}.")
+    return q, a + b - c, s
+
+
+FAMILIES: dict[str, Callable[[random.Random], tuple[str, int, str]]] = {
+    "add": _add, "sub": _sub, "mul": _mul, "word_add": _word_add, "word_two": _word_two,
+}
+DEFAULT_FAMILIES = ("add", "sub", "mul", "word_add", "word_two")
+
+
+def make_problems(n: int, seed: int, families: tuple[str, ...] = DEFAULT_FAMILIES,
+                  exclude: set[str] | None = None) -> list[dict]:
+    """`n` distinct problems, families taken round-robin, none of whose question is in `exclude`."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise ValueError(f"unknown task families {unknown}; supported: {sorted(FAMILIES)}")
+    rng = random.Random(seed)
+    seen = set(exclude or ())
+    rows: list[dict] = []
+    attempts = 0
+    while len(rows) < n:
+        attempts += 1
+        if attempts > 100 * n + 1000:
+            raise ValueError(f"cannot draw {n} distinct problems from families {list(families)}: too few exist")
+        family = families[len(rows) % len(families)]
+        question, answer, steps = FAMILIES[family](rng)
+        if question in seen:
+            continue
+        seen.add(question)
+        rows.append({
+            "index": len(rows),
+            "question": question,
+            "answer": str(answer),
+            "solution": f"{steps}\nThe final answer is \\boxed{{{answer}}}.",
+            "family": family,
+        })
+    return rows
+
+
+def write_jsonl(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write rows as jsonl atomically (tmp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_task(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int = 0,
+               families: tuple[str, ...] = DEFAULT_FAMILIES) -> dict[str, Path]:
+    """Write `train.jsonl` and `test.jsonl` (disjoint questions) under `out_dir`; return their paths."""
+    train = make_problems(n_train, seed, families)
+    test = make_problems(n_test, seed + 1, families, exclude={r["question"] for r in train})
+    out_dir = Path(out_dir)
+    return {"train": write_jsonl(train, out_dir / "train.jsonl"), "test": write_jsonl(test, out_dir / "test.jsonl")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write seeded arithmetic word problems as train/test jsonl.")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--n-train", type=int, default=64)
+    parser.add_argument("--n-test", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--families", default=",".join(DEFAULT_FAMILIES))
+    args = parser.parse_args(argv)
+    paths = write_task(args.out, args.n_train, args.n_test, args.seed, tuple(args.families.split(",")))
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Average@k evaluation on the paper's five math benchmarks.
+
+    python -m dft_verl.eval --model PATH --out runs/dft_sft/eval [--data-dir ../shared/data/eval]
+        [--benchmarks math500,aime24] [--k 16] [--temperature 1.0] [--max-new-tokens 4096]
+        [--backend vllm|hf] [--limit N] [--seed 0]
+
+Each question is shown with the model's own chat template as one user turn, the question followed by the paper's
+instruction (`dft_verl.prompts`). k responses are sampled per question (`dft_verl.generation.generate`) and judged
+by `dft_verl.rewards.verify_many`, the project's one answer checker.
+
+Metric, for a benchmark of n questions with c_i correct responses out of k for question i:
+    p_i = c_i / k                      per-question accuracy
+    Average@k = 100 * mean_i p_i       percent
+    95% CI = Average@k +- 1.96 * 100 * s / sqrt(n), s = sample std (ddof=1) of the p_i,
+a normal interval across questions (it carries both the question sampling and the k-sample noise), clipped to
+[0, 100]; null when n < 2. The "average" over benchmarks is their unweighted mean (the paper's Avg. column);
+its CI uses the standard error sqrt(sum_b se_b^2) / B, treating benchmarks as independent.
+
+Outputs under --out (all written atomically):
+    samples/<bench>.parquet   one row per (question, sample): index, sample_idx, data_source, prompt, response,
+                              ground_truth, correct, pred, reason (the verified-parquet schema)
+    samples/<bench>.json      the settings and summary of that benchmark; its presence marks the benchmark done
+    results.json              {"model", "k", "temperature", "max_new_tokens", "benchmarks": {name: {"n_questions",
+                              "k", "avg_at_k", "ci95", "per_question_acc"}}, "average", "average_ci95", ...}
+A rerun skips benchmarks already done with the same settings and refuses an --out holding other settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from dft_verl.benchmarks import BENCHMARKS, HF_SOURCES, HFSource, Question, check_names, load_benchmark
+
+logger = logging.getLogger("dft_verl.eval")
+
+DEFAULT_K = 16
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_MAX_NEW_TOKENS = 4096
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+# ---------------------------------------------------------------- statistics (also used by dft_verl.report)
+
+
+def mean_ci95(per_question_acc: Sequence[float]) -> tuple[float, list[float] | None]:
+    """(100 * mean p_i, [lo, hi]) in percent; normal CI across questions, clipped to [0, 100], None if n < 2."""
+    values = [float(v) for v in per_question_acc]
+    n = len(values)
+    if n == 0:
+        raise ValueError("no per-question accuracies to average")
+    if any(not (0.0 <= v <= 1.0) for v in values):
+        raise ValueError(f"per-question accuracies must lie in [0, 1], got {values}")
+    mean = sum(values) / n
+    if n < 2:
+        return 100.0 * mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    half = Z95 * math.sqrt(var / n)
+    return 100.0 * mean, [100.0 * max(0.0, mean - half), 100.0 * min(1.0, mean + half)]
+
+
+def standard_error(per_question_acc: Sequence[float]) -> float | None:
+    """Standard error of the mean per-question accuracy, in percent (None if n < 2)."""
+    n = len(per_question_acc)
+    if n < 2:
+        return None
+    mean = sum(per_question_acc) / n
+    var = sum((v - mean) ** 2 for v in per_question_acc) / (n - 1)
+    return 100.0 * math.sqrt(var / n)
+
+
+def average_over_benchmarks(per_question_accs: Sequence[Sequence[float]]) -> tuple[float, list[float] | None]:
+    """Unweighted mean of the benchmarks' Average@k (percent) and its 95% CI (se = sqrt(sum se_b^2) / B)."""
+    if not per_question_accs:
+        raise ValueError("no benchmarks to average")
+    means = [mean_ci95(p)[0] for p in per_question_accs]
+    ses = [standard_error(p) for p in per_question_accs]
+    avg = sum(means) / len(means)
+    if any(se is None for se in ses):
+        return avg, None
+    half = Z95 * math.sqrt(sum(se * se for se in ses)) / len(ses)
+    return avg, [max(0.0, avg - half), min(100.0, avg + half)]
+
+
+def summarize_samples(samples: pd.DataFrame, k: int, where: str = "samples") -> dict:
+    """Benchmark summary from judged samples (columns index, sample_idx, correct): exactly k samples per question."""
+    for col in ("index", "sample_idx", "correct"):
+        if col not in samples.columns:
+            raise ValueError(f"{where}: missing column '{col}' (has {list(samples.columns)})")
+    if samples.empty:
+        raise ValueError(f"{where}: no samples")
+    per_question = []
+    for index, group in samples.groupby("index", sort=True):
+        got = sorted(int(s) for s in group["sample_idx"])
+        if got != list(range(k)):
+            raise ValueError(f"{where}: question index {index}: expected sample_idx 0..{k - 1}, got {got}")
+        per_question.append(float(group["correct"].astype(bool).sum()) / k)
+    avg, ci = mean_ci95(per_question)
+    return {"n_questions": len(per_question), "k": k, "avg_at_k": avg, "ci95": ci, "per_question_acc": per_question}
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """JSON file written atomically (tmp file + os.replace)."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.write("\n")
+
+    _atomic_write(Path(path), write)
+
+
+def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    """Parquet file written atomically (tmp file + os.replace)."""
+    _atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything a benchmark's numbers depend on; a done benchmark is reused only when these match."""
+
+    model: str
+    k: int = DEFAULT_K
+    temperature: float = DEFAULT_TEMPERATURE
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    seed: int = 0
+    limit: int | None = None
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+def _samples_paths(out: Path, bench: str) -> tuple[Path, Path]:
+    return out / "samples" / f"{bench}.parquet", out / "samples" / f"{bench}.json"
+
+
+def load_done(out: str | os.PathLike, bench: str, settings: EvalSettings) -> dict | None:
+    """Summary of a benchmark already evaluated under `out` with these settings; None if not done.
+
+    Raises when `out` holds that benchmark under different settings (mixing them would corrupt the table).
+    """
+    parquet, meta_path = _samples_paths(Path(out), bench)
+    if not meta_path.is_file() or not parquet.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("settings") != asdict(settings):
+        raise ValueError(
+            f"{meta_path}: {bench} was evaluated with settings {meta.get('settings')}, not {asdict(settings)}; "
+            f"use another --out or delete {parquet} and {meta_path}"
+        )
+    return summarize_samples(pd.read_parquet(parquet), settings.k, where=str(parquet))
+
+
+def judge_samples(questions: list[Question], responses: list[list[str]], k: int, num_workers: int, timeout_s: float):
+    """Verified-schema DataFrame of questions x k responses, judged by dft_verl.rewards.verify_many."""
+    from dft_verl.rewards import verify_many
+
+    if len(responses) != len(questions):
+        raise ValueError(f"generate returned {len(responses)} response lists for {len(questions)} questions")
+    rows = []
+    for q, outs in zip(questions, responses):
+        if len(outs) != k:
+            raise ValueError(f"{q.benchmark} question {q.index}: expected {k} responses, got {len(outs)}")
+        for j, text in enumerate(outs):
+            rows.append({"index": q.index, "sample_idx": j, "data_source": q.benchmark, "prompt": q.prompt(),
+                         "response": text, "ground_truth": q.gold})
+    verdicts = verify_many([r["response"] for r in rows], [r["ground_truth"] for r in rows],
+                           num_workers=num_workers, timeout_s=timeout_s, progress=True, desc="judge")
+    if len(verdicts) != len(rows):
+        raise ValueError(f"verify_many returned {len(verdicts)} verdicts for {len(rows)} responses")
+    for row, v in zip(rows, verdicts):
+        row.update(correct=bool(v.correct), pred=v.pred, reason=v.reason)
+    return pd.DataFrame(rows)
+
+
+def evaluate_benchmark(
+    bench: str,
+    questions: list[Question],
+    settings: EvalSettings,
+    out: str | os.PathLike,
+    backend: str = "hf",
+    batch_size: int = 8,
+    num_workers: int = 1,
+    timeout_s: float = 10.0,
+) -> dict:
+    """Sample, judge, save samples/<bench>.parquet + .json; return the benchmark summary (skips if done)."""
+    done = load_done(out, bench, settings)
+    if done is not None:
+        logger.info("%s: already done (%d questions), skipped", bench, done["n_questions"])
+        return done
+    from dft_verl.generation import generate
+
+    t0 = time.time()
+    logger.info("%s: sampling %d questions x %d (T=%s, max_new_tokens=%d, backend=%s)", bench, len(questions),
+                settings.k, settings.temperature, settings.max_new_tokens, backend)
+    responses = generate(settings.model, [q.prompt() for q in questions], n=settings.k,
+                         temperature=settings.temperature, max_new_tokens=settings.max_new_tokens,
+                         seed=settings.seed, backend=backend, batch_size=batch_size)
+    t1 = time.time()
+    samples = judge_samples(questions, responses, settings.k, num_workers, timeout_s)
+    summary = summarize_samples(samples, settings.k, where=bench)
+    parquet, meta_path = _samples_paths(Path(out), bench)
+    write_parquet(parquet, samples)
+    write_json(meta_path, {"benchmark": bench, "settings": asdict(settings), "backend": backend,
+                           "generate_s": round(t1 - t0, 2), "judge_s": round(time.time() - t1, 2),
+                           "avg_at_k": summary["avg_at_k"], "ci95": summary["ci95"]})
+    ci = summary["ci95"]
+    logger.info("%s: Average@%d = %.2f%% %s over %d questions (sample %.0f s, judge %.0f s)", bench, settings.k,
+                summary["avg_at_k"], f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "", summary["n_questions"],
+                t1 - t0, time.time() - t1)
+    return summary
+
+
+def build_results(settings: EvalSettings, summaries: dict[str, dict]) -> dict:
+    """The results.json object (schema in CONVENTIONS.md), benchmarks in canonical order."""
+    ordered = {b: summaries[b] for b in BENCHMARKS if b in summaries}
+    results = {"model": settings.model, "k": settings.k, "temperature": settings.temperature,
+               "max_new_tokens": settings.max_new_tokens, "seed": settings.seed, "limit": settings.limit,
+               "benchmarks": ordered, "average": None, "average_ci95": None,
+               "missing_benchmarks": [b for b in BENCHMARKS if b not in ordered]}
+    if ordered:
+        avg, ci = average_over_benchmarks([s["per_question_acc"] for s in ordered.values()])
+        results["average"], results["average_ci95"] = avg, ci
+    return results
+
+
+def evaluate(
+    settings: EvalSettings,
+    out: str | os.PathLike,
+    benchmarks: Sequence[str] = BENCHMARKS,
+    data_dir: str | os.PathLike | None = None,
+    hf_sources: dict[str, HFSource] | None = None,
+    backend: str = "hf",
+    batch_size: int = 8,
+    num_workers: int = 1,
+    timeout_s: float = 10.0,
+) -> dict:
+    """Evaluate `benchmarks`, writing results.json after each; benchmarks done earlier under `out` are kept."""
+    out = Path(out)
+    benchmarks = check_names(list(benchmarks))
+    summaries = {}
+    for bench in BENCHMARKS:  # earlier runs into the same folder (other --benchmarks) stay in results.json
+        if bench not in benchmarks:
+            done = load_done(out, bench, settings)
+            if done is not None:
+                summaries[bench] = done
+    for i, bench in enumerate(benchmarks):
+        logger.info("[%d/%d] %s", i + 1, len(benchmarks), bench)
+        done = load_done(out, bench, settings)
+        if done is None:
+            source = (hf_sources or {}).get(bench)
+            questions = load_benchmark(bench, data_dir=data_dir, hf_source=source, limit=settings.limit)
+            done = evaluate_benchmark(bench, questions, settings, out, backend=backend, batch_size=batch_size,
+                                      num_workers=num_workers, timeout_s=timeout_s)
+        else:
+            logger.info("%s: already done (%d questions), skipped", bench, done["n_questions"])
+        summaries[bench] = done
+        write_json(out / "results.json", build_results(settings, summaries))
+    return build_results(settings, summaries)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _parse_hf_source(text: str) -> tuple[str, HFSource]:
+    """'bench=path:config:split' (config may be empty) -> (bench, HFSource)."""
+    try:
+        bench, spec = text.split("=", 1)
+        path, name, split = spec.split(":")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hf-source {text!r}: expected BENCH=PATH:CONFIG:SPLIT, e.g. math500=HuggingFaceH4/MATH-500::test"
+        ) from None
+    check_names([bench])
+    return bench, HFSource(path, name or None, split)
+
+
+def _default_backend() -> str:
+    try:
+        import torch
+
+        return "vllm" if torch.cuda.is_available() else "hf"
+    except ImportError:
+        return "hf"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dft_verl.eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="HF model folder or hub id")
+    p.add_argument("--out", required=True, help="output folder (results.json, samples/)")
+    p.add_argument("--benchmarks", default=",".join(BENCHMARKS),
+                   help=f"comma-separated subset of {','.join(BENCHMARKS)} (default: all)")
+    p.add_argument("--data-dir", default=None,
+                   help="local folder laid out <benchmark>/test.jsonl; without it the hub copies are used")
+    p.add_argument("--hf-source", action="append", default=[], type=_parse_hf_source, metavar="BENCH=PATH:CONFIG:SPLIT",
+                   help="override a hub id (defaults: " + ", ".join(
+                       f"{b}={s.path}:{s.name or ''}:{s.split}" for b, s in HF_SOURCES.items()) + ")")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help="samples per question (Average@k)")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    p.add_argument("--backend", choices=["hf", "vllm"], default=None, help="default: vllm with CUDA, else hf")
+    p.add_argument("--limit", type=int, default=None, help="first N questions per benchmark (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per batch for the hf backend")
+    p.add_argument("--num-workers", type=int, default=4, help="judge processes")
+    p.add_argument("--timeout-s", type=float, default=10.0, help="judge time limit per response")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = EvalSettings(model=args.model, k=args.k, temperature=args.temperature,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, limit=args.limit)
+    benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    results = evaluate(settings, args.out, benchmarks=benchmarks, data_dir=args.data_dir,
+                       hf_sources=dict(args.hf_source), backend=args.backend or _default_backend(),
+                       batch_size=args.batch_size, num_workers=args.num_workers, timeout_s=args.timeout_s)
+    for bench, s in results["benchmarks"].items():
+        ci = s["ci95"]
+        print(f"{bench:15s} Average@{s['k']} = {s['avg_at_k']:6.2f}%"
+              + (f"  95% CI [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f"  (n={s['n_questions']})")
+    if results["average"] is not None:
+        print(f"{'average':15s} {results['average']:6.2f}%  over {len(results['benchmarks'])} benchmark(s)")
+    print(f"results: {Path(args.out) / 'results.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""A CPU platform for verl, registered through ``verl.plugin.platform.PlatformRegistry``.
+
+Select it with ``VERL_PLATFORM=cpu`` (or ``trainer.device=cpu`` with this package's entry points,
+which set that variable before verl resolves its platform). With it, verl's engine SFT trainer
+runs its FSDP2 engine on CPU tensors with a gloo process group: slow, but the same code path as a
+GPU run, which is what debugging a recipe on a laptop needs.
+
+Three things make that work, each through a seam verl offers:
+- ``PlatformCPU``: device name "cpu", torch.cpu as the device module, gloo as the collective
+  backend, no Ray GPU resource.
+- the FSDP language-model engine is registered for device "cpu" in verl's ``EngineRegistry``
+  (verl registers it for "cuda" and "npu" only).
+- ``init_distributed()`` starts the default process group with plain ``gloo``: verl's own
+  initialiser builds ``"cpu:gloo,<device>:<backend>"``, which torch rejects when both are cpu.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from datetime import timedelta
+from types import ModuleType
+from typing import Any, Optional
+
+import torch
+from verl.plugin.platform import PlatformBase, PlatformRegistry
+
+CPU_PLATFORM = "cpu"
+
+
+@PlatformRegistry.register(platform=CPU_PLATFORM)
+class PlatformCPU(PlatformBase):
+    """verl platform for CPU-only processes (device "cpu", collectives over gloo)."""
+
+    @property
+    def device_name(self) -> str:
+        return "cpu"
+
+    @property
+    def vendor_name(self) -> str:
+        return "cpu"
+
+    @property
+    def device_module(self) -> ModuleType:
+        return torch.cpu
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_platform_available(self, use_smi_check=False) -> bool:
+        # Never auto-detected: a GPU cluster's CPU-only driver must keep resolving to its accelerator.
+        return False
+
+    def current_device(self) -> str:
+        # fsdp_utils calls ``to_empty(device=current_device())``; "cpu" is the valid answer here.
+        return "cpu"
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device_index) -> None:
+        pass
+
+    def synchronize(self, device_index: Optional[int] = None) -> None:
+        pass
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def set_allocator_settings(self, settings: str) -> None:
+        pass
+
+    def empty_cache(self) -> None:
+        pass
+
+    def get_device_capability(self, device_index: int = 0):
+        return None, None
+
+    def get_device_name(self, device_index: int = 0) -> str:
+        # flops_counter looks up a device name to find peak FLOP/s.
+        return "CPU"
+
+    def communication_backend_name(self) -> str:
+        return "gloo"
+
+    def visible_devices_envvar(self) -> str:
+        return "CUDA_VISIBLE_DEVICES"
+
+    @contextmanager
+    def nvtx_range(self, msg: str):
+        yield
+
+    def profiler_start(self) -> None:
+        pass
+
+    def profiler_stop(self) -> None:
+        pass
+
+    def ray_resource_name(self) -> str:
+        return "CPU"
+
+    def ray_resource_options(self, num_gpus: float) -> dict[str, Any]:
+        return {"num_cpus": max(1.0, float(num_gpus))}
+
+    def ray_noset_envvars(self) -> list[str]:
+        return []
+
+    def is_ipc_supported(self) -> bool:
+        return False
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        return {"VLLM_TARGET_DEVICE": "cpu"}
+
+    def get_collective_module(self) -> Any:
+        return None
+
+    def cudart(self) -> Any:
+        return None
+
+
+def _register_cpu_engines() -> None:
+    """Register verl's FSDP engines (language and value model) for device "cpu"."""
+    from verl.workers.engine.base import EngineRegistry
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
+
+    for model_type, engine_cls in (("language_model", FSDPEngineWithLMHead), ("value_model", FSDPEngineWithValueHead)):
+        registry = EngineRegistry._engines.get(model_type, {})
+        if all(CPU_PLATFORM in registry.get(b, {}) for b in ("fsdp", "fsdp2")):
+            continue
+        EngineRegistry.register(model_type=model_type, backend=["fsdp", "fsdp2"], device=[CPU_PLATFORM])(engine_cls)
+
+
+def use_cpu_platform() -> bool:
+    """True when verl is (or will be) running on this CPU platform."""
+    return os.environ.get("VERL_PLATFORM", "").strip().lower() == CPU_PLATFORM
+
+
+def init_distributed(timeout_s: int = 3600) -> tuple[int, int, int]:
+    """Start torch.distributed for a torchrun-launched trainer; return (local_rank, rank, world_size).
+
+    On the CPU platform the process group is plain gloo and the FSDP engine is registered for
+    "cpu"; otherwise this defers to verl's ``initialize_global_process_group`` unchanged.
+    """
+    if not use_cpu_platform():
+        from verl.utils.distributed import initialize_global_process_group
+
+        return initialize_global_process_group()
+    _register_cpu_engines()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+    return int(os.environ.get("LOCAL_RANK", 0)), torch.distributed.get_rank(), torch.distributed.get_world_size()

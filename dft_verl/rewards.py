@@ -1,0 +1,468 @@
+"""The one place answers are judged: last ``\\boxed{}`` of a response vs the gold answer, by math-verify.
+
+Used by the offline pipeline's verify stage, evaluation, the demo and the PPO/GRPO baselines (as verl's
+custom reward function), so every row of a comparison is scored by the same rule:
+
+    correct(response, gold) = math_verify.verify(parse(\\boxed{gold}), parse(\\boxed{last_boxed(response)}))
+
+Time is bounded at the process level. math-verify's own timeouts use ``signal.alarm``, which only works in
+the main thread; verl calls reward functions from executor threads, where those timeouts fail (verl issue
+#5635: every answer silently scored 0). Here math-verify always runs with its timeouts disabled, inside a
+worker process that the caller kills when one answer takes longer than ``timeout_s`` seconds; that answer
+is recorded with reason "timeout" and the worker is replaced.
+
+Reasons (``Judgement.reason``):
+    ok              pred equals gold
+    wrong           pred parsed and differs from gold
+    no_answer       response has no complete, non-empty \\boxed{...}
+    empty_response  response is empty, whitespace or not a string
+    no_gold         gold answer missing or empty
+    bad_gold        gold could not be parsed or is longer than MAX_ANSWER_CHARS
+    too_long        boxed answer longer than MAX_ANSWER_CHARS characters (pred is stored truncated)
+    parse_error     math-verify raised on this pair
+    timeout         judging took longer than timeout_s; the worker process was killed
+    worker_error    the worker process died on this pair (crash), it was replaced
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+DEFAULT_TIMEOUT_S = 10.0
+MAX_ANSWER_CHARS = 1000
+WORKER_START_TIMEOUT_S = 120.0
+
+REASONS = (
+    "ok",
+    "wrong",
+    "no_answer",
+    "empty_response",
+    "no_gold",
+    "bad_gold",
+    "too_long",
+    "parse_error",
+    "timeout",
+    "worker_error",
+)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Verdict on one response: ``correct`` iff reason == "ok"; ``pred`` is the extracted boxed answer."""
+
+    correct: bool
+    pred: str | None
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Extraction (pure string work, no math-verify)
+# --------------------------------------------------------------------------------------------------------
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def _box_content(text: str, start: int) -> str | None:
+    """Content of the box whose command name ends at ``start``: ``{...}`` with nested braces, or ``\\boxed 5``.
+
+    Escaped braces (``\\{``, ``\\}``) do not open or close groups. Returns None for an unclosed group.
+    """
+    i = start
+    n = len(text)
+    while i < n and text[i] == " ":
+        i += 1
+    if i >= n:
+        return None
+    if text[i] != "{":
+        # "\boxed 5" form: one token up to whitespace or a math delimiter.
+        m = re.match(r"[^\s$]+", text[i:])
+        return m.group(0) if m and start < i else None
+    depth = 0
+    j = i
+    while j < n:
+        c = text[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+        j += 1
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """The last complete, non-empty ``\\boxed{...}`` (or ``\\fbox{...}``) content in ``text``, stripped.
+
+    Nested braces are matched; an empty box (e.g. an echoed instruction "within \\boxed{}") or an unclosed
+    one is skipped in favour of the previous box. None when there is no such box.
+    """
+    if not isinstance(text, str):
+        return None
+    for m in reversed(list(_BOX_RE.finditer(text))):
+        content = _box_content(text, m.end())
+        if content is not None and content.strip():
+            return content.strip()
+    return None
+
+
+def _strip_math_delimiters(s: str) -> str:
+    s = s.strip()
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
+            return s[len(left) : len(s) - len(right)].strip()
+    return s
+
+
+def normalize_gold(ground_truth) -> str | None:
+    """Gold answer as a bare LaTeX expression, or None when missing.
+
+    Accepts: a plain answer ("72", "\\frac{1}{2}"), a GSM8K solution ending in "#### 72" (the text after the
+    last "####", thousands separators removed), a solution containing \\boxed{} (its last box), an answer in
+    $...$, or a number (AMC answers are stored as numbers).
+    """
+    if ground_truth is None:
+        return None
+    if isinstance(ground_truth, bool):
+        return None
+    if isinstance(ground_truth, (int, float)):
+        if isinstance(ground_truth, float) and not math.isfinite(ground_truth):
+            return None
+        if isinstance(ground_truth, float) and ground_truth.is_integer():
+            ground_truth = int(ground_truth)
+        ground_truth = str(ground_truth)
+    if not isinstance(ground_truth, str):
+        return None
+    s = ground_truth.strip()
+    if "####" in s:
+        s = _THOUSANDS_RE.sub("", s.rsplit("####", 1)[1]).strip()
+    elif _BOX_RE.search(s):
+        boxed = last_boxed(s)
+        if boxed is not None:
+            s = boxed
+    s = _strip_math_delimiters(s)
+    return s or None
+
+
+def extract_gsm8k_answer(solution: str) -> str:
+    """GSM8K gold from its solution text: the number after the last "####", thousands separators removed."""
+    if "####" not in solution:
+        raise ValueError(f"GSM8K solution has no '####' answer line: {solution[-200:]!r}")
+    return _THOUSANDS_RE.sub("", solution.rsplit("####", 1)[1]).strip()
+
+
+def precheck(response, ground_truth) -> Judgement | tuple[str, str]:
+    """Cheap checks done in the caller: a final Judgement, or the (pred, gold) pair math-verify must judge."""
+    gold = normalize_gold(ground_truth)
+    if gold is None:
+        pred = last_boxed(response) if isinstance(response, str) else None
+        return Judgement(False, pred, "no_gold")
+    if len(gold) > MAX_ANSWER_CHARS:
+        return Judgement(False, last_boxed(response) if isinstance(response, str) else None, "bad_gold")
+    if not isinstance(response, str) or not response.strip():
+        return Judgement(False, None, "empty_response")
+    pred = last_boxed(response)
+    if pred is None:
+        return Judgement(False, None, "no_answer")
+    if len(pred) > MAX_ANSWER_CHARS:
+        return Judgement(False, pred[:MAX_ANSWER_CHARS], "too_long")
+    return pred, gold
+
+
+# --------------------------------------------------------------------------------------------------------
+# math-verify (unbounded; only ever called inside a worker process)
+# --------------------------------------------------------------------------------------------------------
+
+_EXTRACTION = None
+
+
+def _extraction_config():
+    global _EXTRACTION
+    if _EXTRACTION is None:
+        from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+        _EXTRACTION = [LatexExtractionConfig(), ExprExtractionConfig()]
+    return _EXTRACTION
+
+
+def match_unbounded(pred: str, gold: str) -> tuple[bool, str]:
+    """math-verify equivalence of two bare answers, timeouts disabled. Returns (correct, reason).
+
+    Runs in the calling thread with no time bound: call it only from a process that someone may kill.
+    """
+    from math_verify import parse, verify
+
+    cfg = _extraction_config()
+    try:
+        gold_parsed = parse("\\boxed{" + gold + "}", cfg, parsing_timeout=None)
+        if not gold_parsed:
+            return False, "bad_gold"
+        pred_parsed = parse("\\boxed{" + pred + "}", cfg, parsing_timeout=None)
+        if not pred_parsed:
+            return False, "parse_error"
+        ok = verify(gold_parsed, pred_parsed, timeout_seconds=None)
+    except Exception:  # noqa: BLE001 - any sympy/latex2sympy failure is this pair's verdict, not a crash
+        return False, "parse_error"
+    return (True, "ok") if ok else (False, "wrong")
+
+
+def _worker_main(conn) -> None:
+    """Worker loop: receive a list of (pred, gold), send one (correct, reason) per pair, in order."""
+    # The parent bounds time per answer, so math-verify's "timeout disabled" warning is noise here.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    _extraction_config()
+    import math_verify  # noqa: F401  (import before reporting ready so the first answer is not charged)
+
+    conn.send("ready")
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        for pred, gold in batch:
+            conn.send(match_unbounded(pred, gold))
+
+
+def _mp_context():
+    """forkserver (workers fork from a clean server with math-verify preloaded: restarts after a timeout are
+    cheap and never inherit the caller's threads); spawn where forkserver is unavailable."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["dft_verl.rewards", "math_verify"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class _MatchWorker:
+    """One worker process and its pipe. ``run`` judges pairs with a per-pair time limit."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self.proc = None
+        self.conn = None
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="dft-verl-judge")
+        proc.start()
+        child.close()
+        if not parent.poll(WORKER_START_TIMEOUT_S):
+            proc.kill()
+            proc.join()
+            raise RuntimeError(f"judge worker did not start within {WORKER_START_TIMEOUT_S} s")
+        ready = parent.recv()
+        if ready != "ready":
+            raise RuntimeError(f"judge worker sent {ready!r} instead of 'ready'")
+        self.proc, self.conn = proc, parent
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.join()
+            self.conn.close()
+        self.proc, self.conn = None, None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(timeout=5)
+            self.kill()
+
+    def run(self, pairs: Sequence[tuple[str, str]], timeout_s: float) -> list[tuple[bool, str]]:
+        """Judge ``pairs`` in order. A pair exceeding ``timeout_s`` seconds kills the worker ("timeout");
+        a worker dying on a pair gives "worker_error"; either way the rest go to a fresh worker."""
+        results: list[tuple[bool, str]] = []
+        pending = list(pairs)
+        while pending:
+            if self.proc is None or not self.proc.is_alive():
+                self.kill()
+                self._start()
+            self.conn.send(pending)
+            for k in range(len(pending)):
+                try:
+                    if self.conn.poll(timeout_s):
+                        results.append(self.conn.recv())
+                        continue
+                    failure = "timeout"
+                except (EOFError, OSError):
+                    failure = "worker_error"
+                results.append((False, failure))
+                self.kill()
+                pending = pending[k + 1 :]
+                break
+            else:
+                pending = []
+        return results
+
+
+# --------------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------------
+
+
+class _SharedPool:
+    """Process-wide pool for judge()/compute_score(): thread-safe, lazily started, rebuilt after fork."""
+
+    def __init__(self, size: int):
+        self.pid = os.getpid()
+        self.idle: queue.Queue[_MatchWorker] = queue.Queue()
+        ctx = _mp_context()
+        for _ in range(size):
+            self.idle.put(_MatchWorker(ctx))
+
+    def run(self, pairs, timeout_s):
+        worker = self.idle.get()
+        try:
+            return worker.run(pairs, timeout_s)
+        finally:
+            self.idle.put(worker)
+
+    def close(self):
+        while True:
+            try:
+                self.idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+_POOL: _SharedPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _shared_pool() -> _SharedPool:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL.pid != os.getpid():
+            size = int(os.environ.get("DFT_VERL_REWARD_WORKERS", "1"))
+            if size < 1:
+                raise ValueError(f"DFT_VERL_REWARD_WORKERS must be >= 1, got {size}")
+            _POOL = _SharedPool(size)
+        return _POOL
+
+
+@atexit.register
+def _close_shared_pool() -> None:
+    if _POOL is not None and _POOL.pid == os.getpid():
+        _POOL.close()
+
+
+def judge(response: str, ground_truth, timeout_s: float = DEFAULT_TIMEOUT_S) -> Judgement:
+    """Judge one response against its gold answer (see module docstring for the rule and the reasons).
+
+    Thread-safe. math-verify runs in a persistent worker process (``DFT_VERL_REWARD_WORKERS``, default 1,
+    per calling process) that is killed and replaced if this answer takes longer than ``timeout_s`` s.
+    """
+    checked = precheck(response, ground_truth)
+    if isinstance(checked, Judgement):
+        return checked
+    pred, gold = checked
+    (correct, reason), = _shared_pool().run([(pred, gold)], timeout_s)
+    return Judgement(bool(correct), pred, reason)
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                  **kwargs) -> float:
+    """verl custom reward function: 1.0 if ``judge(solution_str, ground_truth)`` is correct else 0.0.
+
+    Use with ``reward.custom_reward_function.path=<this file> reward.custom_reward_function.name=compute_score``
+    (``reward_kwargs.timeout_s`` sets the per-answer limit). ``data_source`` and ``extra_info`` are accepted
+    for the verl signature; every math source is judged by the same rule.
+    """
+    return 1.0 if judge(solution_str, ground_truth, timeout_s=timeout_s).correct else 0.0
+
+
+def verify_many(
+    responses: Sequence[str],
+    ground_truths: Sequence,
+    num_workers: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    chunk_size: int = 32,
+    progress: bool = False,
+    desc: str = "verify",
+) -> list[Judgement]:
+    """Judge ``responses[i]`` against ``ground_truths[i]`` for all i, in ``num_workers`` worker processes.
+
+    Each answer gets at most ``timeout_s`` seconds; a slower one is recorded as "timeout" and its worker is
+    killed and restarted, so the call always returns ``len(responses)`` judgements in input order.
+    ``num_workers`` defaults to the number of CPUs this process may use.
+    """
+    if len(responses) != len(ground_truths):
+        raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    out: list[Judgement | None] = [None] * len(responses)
+    todo: list[tuple[int, str, str]] = []
+    for i, (resp, gt) in enumerate(zip(responses, ground_truths)):
+        checked = precheck(resp, gt)
+        if isinstance(checked, Judgement):
+            out[i] = checked
+        else:
+            todo.append((i, *checked))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(responses), desc=desc, unit="ans")
+        bar.update(len(responses) - len(todo))
+
+    if todo:
+        if num_workers is None:
+            num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        num_workers = max(1, min(int(num_workers), math.ceil(len(todo) / chunk_size)))
+        chunks: queue.Queue = queue.Queue()
+        for s in range(0, len(todo), chunk_size):
+            chunks.put(todo[s : s + chunk_size])
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+        ctx = _mp_context()
+
+        def drive(worker: _MatchWorker) -> None:
+            try:
+                while not errors:
+                    try:
+                        chunk = chunks.get_nowait()
+                    except queue.Empty:
+                        return
+                    results = worker.run([(p, g) for _, p, g in chunk], timeout_s)
+                    for (i, pred, _), (correct, reason) in zip(chunk, results):
+                        out[i] = Judgement(bool(correct), pred, reason)
+                    if bar is not None:
+                        with lock:
+                            bar.update(len(chunk))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
+                errors.append(e)
+            finally:
+                worker.close()
+
+        threads = [threading.Thread(target=drive, args=(_MatchWorker(ctx),), daemon=True) for _ in range(num_workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+    if bar is not None:
+        bar.close()
+    return out  # type: ignore[return-value]

@@ -1,0 +1,159 @@
+"""dft_verl.rewards: boxed extraction, gold handling, a table of (non-)equivalent answers, time bounds."""
+
+import concurrent.futures
+import time
+
+import pytest
+
+from dft_verl import rewards
+from dft_verl.prompts import INSTRUCTION, build_prompt, question_from_prompt
+from dft_verl.rewards import Judgement, compute_score, judge, last_boxed, normalize_gold, verify_many
+
+
+def test_prompt_is_question_newline_instruction():
+    msgs = build_prompt("  What is 2+3?  ")
+    assert msgs == [{"role": "user", "content": "What is 2+3?\n" + INSTRUCTION}]
+    assert INSTRUCTION == "Please reason step by step, and put your final answer within \\boxed{}."
+    assert question_from_prompt(msgs) == "What is 2+3?"
+    with pytest.raises(ValueError):
+        build_prompt("   ")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so the answer is \\boxed{72}.", "72"),
+        ("\\boxed{1} then \\boxed{2}", "2"),
+        ("\\boxed{\\frac{a}{\\sqrt{b}}}", "\\frac{a}{\\sqrt{b}}"),
+        ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),  # escaped braces do not close the group
+        ("$\\boxed 5$", "5"),
+        ("\\fbox{7}", "7"),
+        ("answer \\boxed{3}. Put it within \\boxed{}.", "3"),  # echoed empty box skipped
+        ("\\boxed{3} and a truncated \\boxed{12", "3"),  # unclosed box skipped
+        ("no box here, 42", None),
+        ("\\boxed{ }", None),
+        ("", None),
+    ],
+)
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize(
+    "gold, expected",
+    [
+        ("Natalia sold 48/2 = 24 clips.\n#### 72", "72"),
+        ("#### 1,234,567", "1234567"),
+        ("The area is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+        ("$3\\sqrt{2}$", "3\\sqrt{2}"),
+        (" (-\\infty, 3] ", "(-\\infty, 3]"),
+        (12, "12"),
+        (12.0, "12"),
+        (0.25, "0.25"),
+        (None, None),
+        ("", None),
+        (float("nan"), None),
+    ],
+)
+def test_normalize_gold(gold, expected):
+    assert normalize_gold(gold) == expected
+
+
+# (boxed prediction, gold, equivalent?) — worked out by hand.
+EQUIVALENCE_TABLE = [
+    ("\\frac{1}{2}", "0.5", True),
+    ("0.5", "\\frac{1}{2}", True),
+    ("\\dfrac{3}{4}", "0.75", True),
+    ("\\frac12", "1/2", True),
+    ("1/3", "\\frac{1}{3}", True),
+    ("\\frac{1}{3}", "0.3", False),
+    ("1,000", "1000", True),
+    ("72", "Janet earns 9*2 = $18 a day... #### 72", True),
+    ("73", "#### 72", False),
+    ("-3", "3", False),
+    ("10", "1", False),
+    ("2\\sqrt{3}", "\\sqrt{12}", True),
+    ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", True),
+    ("(-\\infty, 3]", "(-\\infty,3]", True),
+    ("(-\\infty, 3)", "(-\\infty,3]", False),
+    ("[2, 5)", "[2,5)", True),
+    ("\\{3, 5\\}", "3,5", True),
+    ("5, 3", "3, 5", True),
+    ("x = 5", "5", True),
+    ("5\\text{ cm}", "5", True),
+    ("\\$18", "18", True),
+    ("\\pi", "\\pi", True),
+    ("π", "\\pi", True),
+    ("\\text{(B)}", "B", True),
+    ("C", "B", False),
+    ("x^2+2x+1", "(x+1)^2", True),
+    ("x^2+1", "(x+1)^2", False),
+    ("3.14", "\\pi", False),
+]
+
+
+@pytest.mark.parametrize("pred, gold, equivalent", EQUIVALENCE_TABLE)
+def test_judge_equivalence_table(pred, gold, equivalent):
+    response = f"Let me work it out.\nThus the answer is $\\boxed{{{pred}}}$."
+    j = judge(response, gold)
+    assert j == Judgement(equivalent, pred, "ok" if equivalent else "wrong")
+    assert compute_score("math", response, gold, extra_info={"index": 0}) == (1.0 if equivalent else 0.0)
+
+
+def test_verify_many_matches_table_in_order():
+    responses = [f"\\boxed{{{p}}}" for p, _, _ in EQUIVALENCE_TABLE]
+    golds = [g for _, g, _ in EQUIVALENCE_TABLE]
+    out = verify_many(responses, golds, num_workers=2, chunk_size=5)
+    assert [j.correct for j in out] == [e for _, _, e in EQUIVALENCE_TABLE]
+    assert [j.pred for j in out] == [p for p, _, _ in EQUIVALENCE_TABLE]
+
+
+@pytest.mark.parametrize(
+    "response, gold, reason",
+    [
+        ("I think it is 5", "5", "no_answer"),
+        ("", "5", "empty_response"),
+        ("   \n", "5", "empty_response"),
+        (None, "5", "empty_response"),
+        ("\\boxed{5}", None, "no_gold"),
+        ("\\boxed{5}", "", "no_gold"),
+        ("\\boxed{" + "\\frac{1}{2}+" * 1000 + "1}", "5", "too_long"),
+        ("\\boxed{5}", "x" * (rewards.MAX_ANSWER_CHARS + 1), "bad_gold"),
+        ("答案是 \\boxed{五} 😀", "5", "wrong"),
+        ("\\boxed{\\frac{}{}}", "5", "wrong"),
+    ],
+)
+def test_malformed_inputs_give_a_reason_not_a_crash(response, gold, reason):
+    j = judge(response, gold)
+    assert not j.correct
+    assert j.reason == reason
+
+
+def test_compute_score_from_threads():
+    """verl calls compute_score from executor threads; math-verify's signal timeouts would fail there."""
+    cases = [("\\boxed{\\frac{1}{2}}", "0.5", 1.0), ("\\boxed{3}", "#### 3", 1.0), ("\\boxed{4}", "3", 0.0)] * 4
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        scores = list(ex.map(lambda c: compute_score("gsm8k", c[0], c[1]), cases))
+    assert scores == [c[2] for c in cases]
+
+
+def _slow_match(pred, gold):
+    if pred == "hang":
+        time.sleep(60)
+    return rewards_match(pred, gold)
+
+
+rewards_match = rewards.match_unbounded
+
+
+def test_hung_answer_times_out_and_the_rest_complete(monkeypatch):
+    """An answer that hangs is killed after timeout_s and recorded as "timeout"; neighbours are still judged."""
+    # A sympy expression that is slow enough to exceed a short limit: a huge power tower compared symbolically.
+    hard = "\\boxed{" + "(x+1)^{" * 6 + "99" + "}" * 6 + "}"
+    responses = ["\\boxed{1}", hard, "\\boxed{2}", "\\boxed{3}"]
+    golds = ["1", "(x+2)^{99}", "2", "4"]
+    t0 = time.perf_counter()
+    out = verify_many(responses, golds, num_workers=1, timeout_s=0.5)
+    elapsed = time.perf_counter() - t0
+    assert [j.reason for j in out] == ["ok", "timeout", "ok", "wrong"]
+    assert elapsed < 20
