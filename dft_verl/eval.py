@@ -112,7 +112,8 @@ def summarize_samples(samples: pd.DataFrame, k: int, where: str = "samples") -> 
 # ---------------------------------------------------------------- atomic writes
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a tmp file next to `path`, then os.replace it onto `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -133,12 +134,12 @@ def write_json(path: str | os.PathLike, obj) -> None:
             json.dump(obj, f, indent=2, allow_nan=False)
             f.write("\n")
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> None:
     """Parquet file written atomically (tmp file + os.replace)."""
-    _atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+    atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
 
 
 # ---------------------------------------------------------------- evaluation
@@ -216,8 +217,12 @@ def evaluate_benchmark(
     batch_size: int = 8,
     num_workers: int = 1,
     timeout_s: float = 10.0,
+    backend_kwargs: dict | None = None,
 ) -> dict:
-    """Sample, judge, save samples/<bench>.parquet + .json; return the benchmark summary (skips if done)."""
+    """Sample, judge, save samples/<bench>.parquet + .json; return the benchmark summary (skips if done).
+
+    `backend_kwargs` go to `dft_verl.generation.generate` (e.g. max_model_len, tensor_parallel_size for vllm).
+    """
     done = load_done(out, bench, settings)
     if done is not None:
         logger.info("%s: already done (%d questions), skipped", bench, done["n_questions"])
@@ -229,7 +234,7 @@ def evaluate_benchmark(
                 settings.k, settings.temperature, settings.max_new_tokens, backend)
     responses = generate(settings.model, [q.prompt() for q in questions], n=settings.k,
                          temperature=settings.temperature, max_new_tokens=settings.max_new_tokens,
-                         seed=settings.seed, backend=backend, batch_size=batch_size)
+                         seed=settings.seed, backend=backend, batch_size=batch_size, **(backend_kwargs or {}))
     t1 = time.time()
     samples = judge_samples(questions, responses, settings.k, num_workers, timeout_s)
     summary = summarize_samples(samples, settings.k, where=bench)
@@ -268,6 +273,7 @@ def evaluate(
     batch_size: int = 8,
     num_workers: int = 1,
     timeout_s: float = 10.0,
+    backend_kwargs: dict | None = None,
 ) -> dict:
     """Evaluate `benchmarks`, writing results.json after each; benchmarks done earlier under `out` are kept."""
     out = Path(out)
@@ -285,7 +291,7 @@ def evaluate(
             source = (hf_sources or {}).get(bench)
             questions = load_benchmark(bench, data_dir=data_dir, hf_source=source, limit=settings.limit)
             done = evaluate_benchmark(bench, questions, settings, out, backend=backend, batch_size=batch_size,
-                                      num_workers=num_workers, timeout_s=timeout_s)
+                                      num_workers=num_workers, timeout_s=timeout_s, backend_kwargs=backend_kwargs)
         else:
             logger.info("%s: already done (%d questions), skipped", bench, done["n_questions"])
         summaries[bench] = done
@@ -332,10 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=DEFAULT_K, help="samples per question (Average@k)")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    p.add_argument("--backend", choices=["hf", "vllm"], default=None, help="default: vllm with CUDA, else hf")
+    p.add_argument("--backend", choices=["hf", "vllm", "verl"], default=None,
+                   help="hf (transformers, CPU), vllm (offline LLM, GPU), verl (Ray + vLLM replicas, multi-GPU); "
+                        "default: vllm with CUDA, else hf")
     p.add_argument("--limit", type=int, default=None, help="first N questions per benchmark (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per batch for the hf backend")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward for the hf backend")
+    p.add_argument("--dtype", default=None, help="model dtype (hf: float32 default; vllm: auto default)")
+    p.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + response)")
+    p.add_argument("--tensor-parallel-size", type=int, default=None, help="vllm/verl: GPUs per model replica")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None, help="vllm/verl: fraction of GPU memory")
     p.add_argument("--num-workers", type=int, default=4, help="judge processes")
     p.add_argument("--timeout-s", type=float, default=10.0, help="judge time limit per response")
     return p
@@ -347,9 +359,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     settings = EvalSettings(model=args.model, k=args.k, temperature=args.temperature,
                             max_new_tokens=args.max_new_tokens, seed=args.seed, limit=args.limit)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    backend = args.backend or _default_backend()
+    allowed = {"hf": ("dtype",), "vllm": ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"),
+               "verl": ("tensor_parallel_size", "gpu_memory_utilization")}[backend]
+    backend_kwargs = {}
+    for name in ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"):
+        value = getattr(args, name)
+        if value is not None:
+            if name not in allowed:
+                raise SystemExit(f"--{name.replace('_', '-')} does not apply to --backend {backend}")
+            backend_kwargs[name] = value
     results = evaluate(settings, args.out, benchmarks=benchmarks, data_dir=args.data_dir,
-                       hf_sources=dict(args.hf_source), backend=args.backend or _default_backend(),
-                       batch_size=args.batch_size, num_workers=args.num_workers, timeout_s=args.timeout_s)
+                       hf_sources=dict(args.hf_source), backend=backend, batch_size=args.batch_size,
+                       num_workers=args.num_workers, timeout_s=args.timeout_s, backend_kwargs=backend_kwargs)
     for bench, s in results["benchmarks"].items():
         ci = s["ci95"]
         print(f"{bench:15s} Average@{s['k']} = {s['avg_at_k']:6.2f}%"

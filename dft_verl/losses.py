@@ -215,8 +215,8 @@ def weighted_nll(
 
 
 def make_loss_fn(cfg: LossConfig):
-    """Return ``loss_fn(config, model_output, data, dp_group=None) -> (loss, metrics)`` for verl's
-    ``TrainingWorker.set_loss_fn`` (same signature as ``verl.workers.utils.losses.sft_loss``).
+    """Return ``loss_fn(model_output, data, dp_group=None) -> (loss, metrics)`` for verl's
+    ``TrainingWorker.set_loss_fn`` (the call signature of ``partial(sft_loss, config=None)``).
 
     Metrics, each a global token mean over the batch (verl ``Metric`` with SUM aggregation, scaled
     like the loss so DP/micro-batch aggregation yields the global mean):
@@ -227,7 +227,7 @@ def make_loss_fn(cfg: LossConfig):
     from verl.utils.dataset.dataset_utils import DatasetPadMode
     from verl.utils.metric import AggregationType, Metric
 
-    def loss_fn(config, model_output, data, dp_group=None):
+    def loss_fn(model_output, data, dp_group=None, config=None):
         pad_mode = tu.get_non_tensor_data(data=data, key="pad_mode", default=DatasetPadMode.NO_PADDING)
         dp_size = data["dp_size"]
         batch_num_tokens = data["batch_num_tokens"]

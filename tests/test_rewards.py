@@ -137,23 +137,17 @@ def test_compute_score_from_threads():
     assert scores == [c[2] for c in cases]
 
 
-def _slow_match(pred, gold):
-    if pred == "hang":
-        time.sleep(60)
-    return rewards_match(pred, gold)
-
-
-rewards_match = rewards.match_unbounded
-
-
-def test_hung_answer_times_out_and_the_rest_complete(monkeypatch):
-    """An answer that hangs is killed after timeout_s and recorded as "timeout"; neighbours are still judged."""
-    # A sympy expression that is slow enough to exceed a short limit: a huge power tower compared symbolically.
-    hard = "\\boxed{" + "(x+1)^{" * 6 + "99" + "}" * 6 + "}"
-    responses = ["\\boxed{1}", hard, "\\boxed{2}", "\\boxed{3}"]
-    golds = ["1", "(x+2)^{99}", "2", "4"]
+def test_hung_answer_times_out_and_the_rest_complete():
+    """An answer math-verify cannot finish (sympy evaluating a power tower, > 60 s unbounded) is killed after
+    timeout_s and recorded as "timeout"; its neighbours in the same chunk are still judged."""
+    responses = ["\\boxed{1}", "\\boxed{9^{9^{9^{9}}}}", "\\boxed{2}", "\\boxed{3}"]
+    golds = ["1", "1", "2", "4"]
     t0 = time.perf_counter()
-    out = verify_many(responses, golds, num_workers=1, timeout_s=0.5)
+    out = verify_many(responses, golds, num_workers=1, timeout_s=1.0)
     elapsed = time.perf_counter() - t0
     assert [j.reason for j in out] == ["ok", "timeout", "ok", "wrong"]
+    assert out[1].pred == "9^{9^{9^{9}}}"
     assert elapsed < 20
+    # the shared pool used by judge()/compute_score() is bounded the same way and recovers afterwards
+    assert judge("\\boxed{9^{9^{9^{9}}}}", "1", timeout_s=1.0).reason == "timeout"
+    assert judge("\\boxed{7}", "7", timeout_s=1.0).reason == "ok"

@@ -42,7 +42,9 @@ class PlatformCPU(PlatformBase):
 
     @property
     def device_module(self) -> ModuleType:
-        return torch.cpu
+        from dft_verl.platform import cpu_device
+
+        return cpu_device
 
     def is_available(self) -> bool:
         return True

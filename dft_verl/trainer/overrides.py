@@ -10,8 +10,13 @@ import os
 
 def cpu_overrides(dtype: str = "float32") -> list[str]:
     """Overrides for ``dft_verl.trainer.sft`` on CPU: FSDP2 (FSDP1 needs an accelerator), SDPA
-    attention (flash-attn is CUDA-only), no torch.compile, in-process data loading."""
+    attention (flash-attn is CUDA-only), no torch.compile, in-process data loading.
+
+    dtype: "float32" computes in fp32 (FSDP mixed precision off: CPU bf16 autocast is slower and
+    rounds the loss); "bfloat16" keeps verl's default bf16 compute."""
+    precision = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
     return [
+        f"+engine.mixed_precision.param_dtype={precision}",
         "trainer.device=cpu",
         "engine.strategy=fsdp2",
         f"engine.dtype={dtype}",

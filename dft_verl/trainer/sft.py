@@ -69,6 +69,7 @@ def run_sft(config) -> None:
 
 @hydra.main(config_path="../config", config_name="dft_sft", version_base=None)
 def main(config) -> None:
+    LossConfig.from_config(config.get("loss"))  # fail before any process group starts
     select_platform(config)
     run_sft(config)
 

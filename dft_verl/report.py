@@ -1,0 +1,326 @@
+"""Table 3 of the paper from our evaluation runs, beside the paper's numbers, plus the Fig. 1 / Fig. 2 plots.
+
+    python -m dft_verl.report RUNS_DIR [--out RUNS_DIR/report] [--no-plots]
+
+Layout read under RUNS_DIR (one sub-folder per Table-3 row; a missing folder or file shows "—"):
+
+    RUNS_DIR/<row>/eval/results.json                 final model, written by `python -m dft_verl.eval`
+    RUNS_DIR/<row>/eval/step_<N>/results.json        optional: checkpoint at training step N (Fig. 1)
+    RUNS_DIR/<row>/token_probs/token_probs.npy       optional: `python -m dft_verl.analysis.token_probs` of the
+                                                     trained model on the SFT training set (Fig. 2);
+                                                     base/token_probs is the "before training" distribution
+
+    <row> in: base, sft, iw_sft_sft, dft_sft (trained on the SFT data); dpo, rft (offline RL);
+              ppo, grpo (online RL); iw_sft_offline, dft_offline (offline RL data).
+
+Cells. Each benchmark cell is Average@k in percent with its 95% CI, both recomputed here from the results file's
+`per_question_acc` (p_i = correct_i / k): mean 100 * mean_i p_i, CI +- 1.96 * 100 * std_i(p_i) / sqrt(n)
+(normal, across questions, clipped to [0, 100]; `dft_verl.eval.mean_ci95`). "Avg" is the unweighted mean of the
+five benchmarks, shown only when all five are present; its CI uses se = sqrt(sum_b se_b^2) / 5. "Paper" is the
+paper's Table 3 average (Qwen2.5-Math-1.5B); the paper's per-benchmark numbers are not carried here ("—").
+Delta = ours - paper, in percentage points.
+
+Writes RUNS_DIR/report/table3.md and table3.csv (CSV: numbers only, empty where missing), and, when the inputs
+exist, fig1_accuracy_vs_step.png and fig2_token_probs.png. All files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from dft_verl.benchmarks import BENCHMARKS, DISPLAY_NAMES
+from dft_verl.eval import atomic_write, average_over_benchmarks, mean_ci95
+
+logger = logging.getLogger("dft_verl.report")
+
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One Table-3 row: runs sub-folder, method label, training-data setting, paper's average (None: not given)."""
+
+    key: str
+    method: str
+    setting: str
+    paper_average: float | None
+
+
+ROWS: tuple[Row, ...] = (
+    Row("base", "Base model", "—", 15.92),
+    Row("sft", "SFT", "SFT data", 16.81),
+    Row("iw_sft_sft", "iw-SFT", "SFT data", None),
+    Row("dft_sft", "DFT", "SFT data", 30.67),
+    Row("dpo", "DPO", "offline RL", 23.20),
+    Row("rft", "RFT", "offline RL", 23.97),
+    Row("ppo", "PPO", "online RL", 28.66),
+    Row("grpo", "GRPO", "online RL", 32.00),
+    Row("iw_sft_offline", "iw-SFT", "offline RL", 31.86),
+    Row("dft_offline", "DFT", "offline RL", 35.43),
+)
+
+# The paper's per-benchmark Table-3 numbers are not reproduced here; a cell with no paper number prints "—".
+PAPER_PER_BENCHMARK: dict[str, dict[str, float]] = {}
+
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def read_results(path: str | os.PathLike) -> dict:
+    """A results.json, checked for the fields the table needs (errors name the file and field)."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    benches = results.get("benchmarks")
+    if not isinstance(benches, dict):
+        raise ValueError(f"{path}: field 'benchmarks' missing or not an object")
+    for name, entry in benches.items():
+        pq = entry.get("per_question_acc") if isinstance(entry, dict) else None
+        if not isinstance(pq, list) or not pq:
+            raise ValueError(f"{path}: benchmarks.{name}.per_question_acc missing or empty")
+    return results
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Ours (percent, CI or None) and the paper's number for one table cell; None where absent."""
+
+    ours: float | None
+    ci95: list[float] | None
+    paper: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.ours is None or self.paper is None else self.ours - self.paper
+
+
+def row_cells(row: Row, results: dict | None) -> dict[str, Cell]:
+    """Cells of one row keyed by benchmark name and "average"."""
+    cells = {}
+    benches = (results or {}).get("benchmarks", {})
+    for b in BENCHMARKS:
+        paper = PAPER_PER_BENCHMARK.get(row.key, {}).get(b)
+        if b in benches:
+            avg, ci = mean_ci95(benches[b]["per_question_acc"])
+            cells[b] = Cell(avg, ci, paper)
+        else:
+            cells[b] = Cell(None, None, paper)
+    if all(b in benches for b in BENCHMARKS):
+        avg, ci = average_over_benchmarks([benches[b]["per_question_acc"] for b in BENCHMARKS])
+        cells["average"] = Cell(avg, ci, row.paper_average)
+    else:
+        cells["average"] = Cell(None, None, row.paper_average)
+    return cells
+
+
+def collect(runs_dir: str | os.PathLike) -> list[tuple[Row, dict | None]]:
+    """(row, results or None) for every Table-3 row, in table order."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"runs directory not found: {runs_dir}")
+    out = []
+    for row in ROWS:
+        path = runs_dir / row.key / "eval" / "results.json"
+        out.append((row, read_results(path) if path.is_file() else None))
+    return out
+
+
+def _num(x: float | None) -> str:
+    return DASH if x is None else f"{x:.2f}"
+
+
+def _ours(cell: Cell) -> str:
+    if cell.ours is None:
+        return DASH
+    return f"{cell.ours:.2f}" + (f" [{cell.ci95[0]:.2f}, {cell.ci95[1]:.2f}]" if cell.ci95 else "")
+
+
+def _delta(x: float | None) -> str:
+    return DASH if x is None else f"{x:+.2f}"
+
+
+def _settings_note(table: list[tuple[Row, dict | None]]) -> str:
+    seen = sorted({(r["k"], r["temperature"], r["max_new_tokens"]) for _, r in table if r is not None})
+    if not seen:
+        return "No results found."
+    return "; ".join(f"Average@{k}, temperature {t}, max {m} new tokens" for k, t, m in seen)
+
+
+def to_markdown(table: list[tuple[Row, dict | None]]) -> str:
+    """Markdown Table 3: per benchmark ours [95% CI] and paper; Avg ours [CI], paper and delta."""
+    header = ["Setting", "Method"]
+    for b in BENCHMARKS:
+        header += [DISPLAY_NAMES[b], "paper"]
+    header += ["Avg", "Avg (paper)", "Δ Avg"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    for row, results in table:
+        cells = row_cells(row, results)
+        out = [row.setting, row.method]
+        for b in BENCHMARKS:
+            out += [_ours(cells[b]), _num(cells[b].paper)]
+        avg = cells["average"]
+        out += [_ours(avg), _num(avg.paper), _delta(avg.delta)]
+        lines.append("| " + " | ".join(out) + " |")
+    notes = [
+        "",
+        f"Ours: {_settings_note(table)}; percent, 95% CI in brackets (normal, across questions). "
+        "Avg: mean of the five benchmarks (shown when all five were evaluated). "
+        "Paper: Table 3 averages of the DFT paper (Qwen2.5-Math-1.5B); per-benchmark paper numbers are not "
+        "carried here. Δ = ours − paper, in points. — = not available.",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
+CSV_COLUMNS = ["row", "setting", "method"] + [
+    f"{b}{suffix}" for b in (*BENCHMARKS, "average") for suffix in ("", "_ci_lo", "_ci_hi", "_paper", "_delta")
+]
+
+
+def to_csv_rows(table: list[tuple[Row, dict | None]]) -> list[dict]:
+    """One dict per row with CSV_COLUMNS keys; None where a value is missing."""
+    rows = []
+    for row, results in table:
+        cells = row_cells(row, results)
+        rec = {"row": row.key, "setting": row.setting, "method": row.method}
+        for name in (*BENCHMARKS, "average"):
+            c = cells[name]
+            rec[name] = c.ours
+            rec[f"{name}_ci_lo"] = c.ci95[0] if c.ci95 else None
+            rec[f"{name}_ci_hi"] = c.ci95[1] if c.ci95 else None
+            rec[f"{name}_paper"] = c.paper
+            rec[f"{name}_delta"] = c.delta
+        rows.append(rec)
+    return rows
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Text file written atomically."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+    atomic_write(Path(path), write)
+
+
+def csv_text(records: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for rec in records:
+        w.writerow({k: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for k, v in rec.items()})
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- inputs for the figures
+
+
+def step_curves(runs_dir: str | os.PathLike) -> dict[str, list[tuple[int, dict[str, float]]]]:
+    """{row label: [(step, {benchmark or "average": percent})...] sorted by step} from eval/step_<N>/results.json.
+
+    When a row has step results but no step_0 and the base model was evaluated, the base point is used as step 0.
+    "average" is present only at steps where all five benchmarks were evaluated.
+    """
+    runs_dir = Path(runs_dir)
+    base_path = runs_dir / "base" / "eval" / "results.json"
+    base = read_results(base_path) if base_path.is_file() else None
+    curves = {}
+    for row in ROWS:
+        eval_dir = runs_dir / row.key / "eval"
+        if row.key == "base" or not eval_dir.is_dir():
+            continue
+        points = {}
+        for sub in eval_dir.iterdir():
+            m = _STEP_DIR.match(sub.name)
+            if m and (sub / "results.json").is_file():
+                points[int(m.group(1))] = read_results(sub / "results.json")
+        if not points:
+            continue
+        if 0 not in points and base is not None:
+            points[0] = base
+        label = f"{row.method} ({row.setting})"
+        curves[label] = [(step, _point(res)) for step, res in sorted(points.items())]
+    return curves
+
+
+def _point(results: dict) -> dict[str, float]:
+    benches = results["benchmarks"]
+    point = {b: mean_ci95(benches[b]["per_question_acc"])[0] for b in BENCHMARKS if b in benches}
+    if all(b in benches for b in BENCHMARKS):
+        point["average"] = average_over_benchmarks([benches[b]["per_question_acc"] for b in BENCHMARKS])[0]
+    return point
+
+
+def token_prob_sets(runs_dir: str | os.PathLike):
+    """(before, {row label: probs}) from <row>/token_probs/; before is base's array or None."""
+    from dft_verl.analysis.token_probs import has_token_probs, load_token_probs
+
+    runs_dir = Path(runs_dir)
+    before, after = None, {}
+    for row in ROWS:
+        folder = runs_dir / row.key / "token_probs"
+        if not has_token_probs(folder):
+            continue
+        if row.key == "base":
+            before = load_token_probs(folder)
+        else:
+            after[f"{row.method} ({row.setting})"] = load_token_probs(folder)
+    return before, after
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, plots: bool = True) -> dict[str, Path]:
+    """Write table3.md/.csv (and the figures when their inputs exist); return {name: path} of what was written."""
+    runs_dir = Path(runs_dir)
+    out = Path(out) if out is not None else runs_dir / "report"
+    table = collect(runs_dir)
+    written = {}
+    md = to_markdown(table)
+    write_text(out / "table3.md", md)
+    written["table3.md"] = out / "table3.md"
+    write_text(out / "table3.csv", csv_text(to_csv_rows(table)))
+    written["table3.csv"] = out / "table3.csv"
+    if plots:
+        from dft_verl.analysis import plots as plotting
+
+        curves = step_curves(runs_dir)
+        if curves:
+            path = out / "fig1_accuracy_vs_step.png"
+            plotting.plot_accuracy_vs_step(curves, path)
+            written[path.name] = path
+        before, after = token_prob_sets(runs_dir)
+        if before is not None or after:
+            path = out / "fig2_token_probs.png"
+            plotting.plot_token_prob_histograms(after, path, before=before)
+            written[path.name] = path
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+    p = argparse.ArgumentParser(prog="python -m dft_verl.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs_dir", help="folder with one sub-folder per Table-3 row (see module docstring)")
+    p.add_argument("--out", default=None, help="output folder (default: RUNS_DIR/report)")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    written = report(args.runs_dir, args.out, plots=not args.no_plots)
+    print(Path(written["table3.md"]).read_text(encoding="utf-8"))
+    for name, path in written.items():
+        print(f"wrote {path}")
+    return written
+
+
+if __name__ == "__main__":
+    main()

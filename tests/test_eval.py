@@ -1,0 +1,180 @@
+"""Average@k evaluation: hand-worked statistics, and an end-to-end run on a tiny random model whose saved outputs
+are re-judged independently here.
+
+The tiny model's vocabulary is whole words, one of which is the single token "\\boxed{7}" and no other token
+holds a digit. So a response is correct exactly when its gold is "7" and it contains "\\boxed{7}": the test judges
+the saved responses with that string rule, not with dft_verl.rewards, and must reproduce results.json.
+"""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dft_verl import eval as ev
+from dft_verl.prompts import INSTRUCTION
+
+Z = 1.959963984540054
+
+# ------------------------------------------------------------------ statistics on hand-made judged samples
+
+
+def judged(pattern: dict[int, list[bool]]) -> pd.DataFrame:
+    return pd.DataFrame([{"index": i, "sample_idx": j, "correct": c}
+                         for i, cs in pattern.items() for j, c in enumerate(cs)])
+
+
+def test_summarize_hand_values():
+    # per question: 4/4, 3/4, 2/4, 3/4 -> p = [1, .75, .5, .75], mean .75
+    # s^2 = (.0625 + 0 + .0625 + 0) / 3 = .041667; se = sqrt(.041667 / 4) = .102062; half = 1.96 * se = .200038
+    df = judged({0: [True] * 4, 1: [True, False, True, True], 2: [False, True, False, True],
+                 3: [True, True, False, True]})
+    s = ev.summarize_samples(df.sample(frac=1.0, random_state=0), k=4)  # row order must not matter
+    assert s["n_questions"] == 4 and s["k"] == 4
+    assert s["per_question_acc"] == [1.0, 0.75, 0.5, 0.75]
+    assert s["avg_at_k"] == pytest.approx(75.0)
+    assert s["ci95"] == pytest.approx([54.9962, 95.0038], abs=1e-3)
+
+
+def test_summarize_rejects_incomplete_questions():
+    df = judged({0: [True, False], 7: [True]})
+    with pytest.raises(ValueError, match=r"question index 7: expected sample_idx 0..1, got \[0\]"):
+        ev.summarize_samples(df, k=2)
+    with pytest.raises(ValueError, match="missing column 'correct'"):
+        ev.summarize_samples(df.drop(columns="correct"), k=2)
+
+
+def test_ci_clipping_and_small_n():
+    assert ev.mean_ci95([0.5]) == (50.0, None)
+    avg, ci = ev.mean_ci95([0.0, 0.5])  # mean .25, se .25, half .49 -> [-24, 74] clipped to [0, 74]
+    assert avg == pytest.approx(25.0) and ci == pytest.approx([0.0, 74.0], abs=0.01)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ev.mean_ci95([1.5, 0.0])
+
+
+def test_average_over_benchmarks_hand_values():
+    # 50 (se 20.4124) and 50 (se 25): avg 50, se = sqrt(20.4124^2 + 25^2) / 2 = 16.1374, half = 31.6289
+    avg, ci = ev.average_over_benchmarks([[1, 0.5, 0, 0.5], [0.25, 0.75]])
+    assert avg == pytest.approx(50.0)
+    assert ci == pytest.approx([18.3711, 81.6289], abs=1e-3)
+    assert ev.average_over_benchmarks([[1, 0.5, 0, 0.5], [0.25]]) == (pytest.approx(37.5), None)
+
+
+# ------------------------------------------------------------------ end to end on a tiny model
+
+WORDS = ["the", "answer", "is", "so", "we", "get", "x", "plus", "\\boxed{7}"]
+BOX7 = "\\boxed{7}"
+
+
+def build_word_model(path):
+    """2-layer random Qwen2 (hidden 64, head_dim 32) over a 15-word WordLevel vocabulary with a chat template."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+
+    special = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>"]
+    vocab = {w: i for i, w in enumerate(special + ["user", "assistant"] + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                   eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"])
+    fast.chat_template = ("{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> "
+                          "{% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
+    cfg = Qwen2Config(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<pad>"], tie_word_embeddings=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    fast.save_pretrained(path)
+    return str(path)
+
+
+def write_benchmarks(root):
+    rows = {
+        "math500": [{"problem": "what is x plus x", "answer": "7"},
+                    {"problem": "so what do we get", "answer": "7"},
+                    {"problem": "the answer is", "answer": "9"}],
+        "amc23": [{"question": "x plus x plus x", "answer": 7.0}, {"question": "get x", "answer": 9.0}],
+        "aime24": [{"problem": "is it x", "answer": "007"}],
+    }
+    for name, rs in rows.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    model = build_word_model(root / "model")
+    data = write_benchmarks(root / "data")
+    settings = ev.EvalSettings(model=model, k=6, temperature=1.0, max_new_tokens=8, seed=0)
+    results = ev.evaluate(settings, root / "out", benchmarks=["math500", "amc23"], data_dir=data,
+                          backend="hf", batch_size=12, num_workers=1)
+    return {"root": root, "model": model, "data": data, "settings": settings, "results": results}
+
+
+def hand_judge(samples: pd.DataFrame) -> list[float]:
+    per_q = []
+    for _, g in samples.groupby("index", sort=True):
+        per_q.append(sum((gold == "7" and BOX7 in resp) for resp, gold in zip(g["response"], g["ground_truth"]))
+                     / len(g))
+    return per_q
+
+
+def test_results_match_hand_judged_outputs(run):
+    out = run["root"] / "out"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == json.loads(json.dumps(run["results"]))
+    assert (saved["k"], saved["temperature"], saved["max_new_tokens"]) == (6, 1.0, 8)
+    assert list(saved["benchmarks"]) == ["math500", "amc23"]
+    means = []
+    for bench, golds in (("math500", ["7", "7", "9"]), ("amc23", ["7", "9"])):
+        samples = pd.read_parquet(out / "samples" / f"{bench}.parquet")
+        assert {"index", "sample_idx", "data_source", "prompt", "response", "ground_truth", "correct", "pred",
+                "reason"} <= set(samples.columns)
+        assert len(samples) == 6 * len(golds)
+        assert samples.groupby("index")["ground_truth"].first().tolist() == golds
+        assert all(p[0]["content"].endswith("\n" + INSTRUCTION) for p in samples["prompt"])
+        per_q = hand_judge(samples)
+        n7 = sum(BOX7 in r for r, g in zip(samples["response"], samples["ground_truth"]) if g == "7")
+        assert 0 < n7 < 6 * golds.count("7"), "fixture should mix right and wrong samples"
+        s = saved["benchmarks"][bench]
+        assert s["per_question_acc"] == pytest.approx(per_q)
+        assert s["avg_at_k"] == pytest.approx(100 * np.mean(per_q))
+        half = Z * 100 * np.std(per_q, ddof=1) / math.sqrt(len(per_q))
+        lo, hi = max(0.0, 100 * np.mean(per_q) - half), min(100.0, 100 * np.mean(per_q) + half)
+        assert s["ci95"] == pytest.approx([lo, hi])
+        assert per_q[golds.index("9")] == 0.0
+        means.append(100 * np.mean(per_q))
+    assert saved["average"] == pytest.approx(np.mean(means))
+    assert saved["missing_benchmarks"] == ["minerva_math", "olympiadbench", "aime24"]
+
+
+def test_rerun_skips_done_and_refuses_other_settings(run, monkeypatch):
+    import dft_verl.generation as generation
+
+    def no_generation(*a, **kw):
+        raise AssertionError("a finished benchmark was sampled again")
+
+    monkeypatch.setattr(generation, "generate", no_generation)
+    again = ev.evaluate(run["settings"], run["root"] / "out", benchmarks=["math500", "amc23"],
+                        data_dir=run["data"], backend="hf")
+    assert again == run["results"]
+    other = ev.EvalSettings(model=run["model"], k=4, temperature=1.0, max_new_tokens=8, seed=0)
+    with pytest.raises(ValueError, match=r"math500.json: math500 was evaluated with settings"):
+        ev.evaluate(other, run["root"] / "out", benchmarks=["math500"], data_dir=run["data"], backend="hf")
+
+
+def test_cli_adds_a_benchmark_to_the_same_folder(run, capsys):
+    out = run["root"] / "out"
+    results = ev.main(["--model", run["model"], "--out", str(out), "--data-dir", str(run["data"]),
+                       "--benchmarks", "aime24", "--k", "6", "--max-new-tokens", "8", "--backend", "hf",
+                       "--num-workers", "1"])
+    assert list(results["benchmarks"]) == ["math500", "amc23", "aime24"]
+    assert results["benchmarks"]["aime24"]["per_question_acc"] == [0.0]  # gold 007 is never boxed
+    assert results["benchmarks"]["math500"] == run["results"]["benchmarks"]["math500"]
+    assert "aime24" in capsys.readouterr().out
+    assert not list(out.rglob("*.tmp"))

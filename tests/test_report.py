@@ -1,0 +1,141 @@
+"""Table 3 from fixture results: hand-checked cells, CIs, paper column, deltas, missing rows, CSV and figures.
+
+Hand arithmetic (z = 1.959964, CI = mean +- z * s / sqrt(n), s with ddof=1, percent):
+  [1, .5, 0, .5]: mean 50; s^2 = (.25 + 0 + .25 + 0) / 3 = 1/6; se = sqrt(1/24) = .204124; half = .400076
+                  -> 50.00 [9.99, 90.01]
+  [.25, .75]:     mean 50; s^2 = .125; se = sqrt(.125 / 2) = .25; half = .489991 -> 50.00 [1.00, 99.00]
+  [0, 0, 0, 0] -> 0.00 [0.00, 0.00];  [1, 1] -> 100.00 [100.00, 100.00];  [.5, .5] -> 50.00 [50.00, 50.00]
+  Average of the five: (50 + 0 + 100 + 50 + 50) / 5 = 50.00;
+                  se = sqrt(20.4124^2 + 25^2) / 5 = sqrt(416.667 + 625) / 5 = 6.45497; half = 12.6517
+                  -> 50.00 [37.35, 62.65]; paper (base) 15.92; delta +34.08
+"""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from dft_verl import report
+from dft_verl.benchmarks import BENCHMARKS
+
+BASE_PQ = {
+    "math500": [1, 0.5, 0, 0.5],
+    "minerva_math": [0, 0, 0, 0],
+    "olympiadbench": [1, 1],
+    "aime24": [0.25, 0.75],
+    "amc23": [0.5, 0.5],
+}
+
+
+def results_json(per_question: dict, k: int = 4) -> dict:
+    benches = {}
+    for b, pq in per_question.items():
+        benches[b] = {"n_questions": len(pq), "k": k, "avg_at_k": 100 * sum(pq) / len(pq), "ci95": None,
+                      "per_question_acc": pq}
+    return {"model": "m", "k": k, "temperature": 1.0, "max_new_tokens": 64, "benchmarks": benches, "average": None}
+
+
+def write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    write(root / "base" / "eval" / "results.json", results_json(BASE_PQ))
+    # dft_sft: every question right on all benchmarks -> 100, CI [100, 100], delta vs 30.67 = +69.33
+    write(root / "dft_sft" / "eval" / "results.json", results_json({b: [1.0, 1.0] for b in BENCHMARKS}))
+    # sft: only two benchmarks -> no average
+    write(root / "sft" / "eval" / "results.json", results_json({"math500": [0.0, 0.5], "aime24": [0.0, 0.0]}))
+    # per-step results for dft_sft (Fig. 1); step 0 comes from base
+    write(root / "dft_sft" / "eval" / "step_10" / "results.json", results_json({b: [0.5, 0.5] for b in BENCHMARKS}))
+    write(root / "dft_sft" / "eval" / "step_20" / "results.json", results_json({"math500": [1.0, 0.5]}))
+    return root
+
+
+def table_rows(md: str) -> dict:
+    rows = {}
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("| Setting"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+def test_hand_checked_cells(runs):
+    md = report.to_markdown(report.collect(runs))
+    rows = table_rows(md)
+    base = rows[("—", "Base model")]
+    # per benchmark: ours, paper
+    assert base[0:2] == ["50.00 [9.99, 90.01]", "—"]
+    assert base[2:4] == ["0.00 [0.00, 0.00]", "—"]
+    assert base[4] == "100.00 [100.00, 100.00]"
+    assert base[6] == "50.00 [1.00, 99.00]"
+    assert base[8] == "50.00 [50.00, 50.00]"
+    assert base[10:] == ["50.00 [37.35, 62.65]", "15.92", "+34.08"]
+    assert rows[("SFT data", "DFT")][10:] == ["100.00 [100.00, 100.00]", "30.67", "+69.33"]
+    sft = rows[("SFT data", "SFT")]
+    assert sft[0] == "25.00 [0.00, 74.00]"  # [0, .5]: s^2 = .125, se = .25, half = .49 -> clipped at 0
+    assert sft[2] == "—" and sft[10:] == ["—", "16.81", "—"]  # partial row: no average, no delta
+    # rows without results: all "—"; iw-SFT on SFT data has no paper average
+    assert rows[("SFT data", "iw-SFT")] == ["—"] * 13
+    assert rows[("offline RL", "DFT")][10:] == ["—", "35.43", "—"]
+    assert rows[("online RL", "GRPO")][11] == "32.00"
+    assert [k for k in rows] == [(r.setting, r.method) for r in report.ROWS]
+    assert "Average@4, temperature 1.0, max 64 new tokens" in md
+
+
+def test_csv_numbers(runs, tmp_path):
+    written = report.report(runs, tmp_path / "out", plots=False)
+    with open(written["table3.csv"]) as f:
+        recs = {r["row"]: r for r in csv.DictReader(f)}
+    assert list(recs) == [r.key for r in report.ROWS]
+    base = recs["base"]
+    assert float(base["math500"]) == pytest.approx(50.0)
+    assert float(base["math500_ci_lo"]) == pytest.approx(9.9924, abs=1e-3)
+    assert float(base["math500_ci_hi"]) == pytest.approx(90.0076, abs=1e-3)
+    assert float(base["average"]) == pytest.approx(50.0)
+    assert float(base["average_ci_lo"]) == pytest.approx(37.3483, abs=1e-3)
+    assert float(base["average_paper"]) == pytest.approx(15.92)
+    assert float(base["average_delta"]) == pytest.approx(34.08)
+    assert base["math500_paper"] == "" and base["math500_delta"] == ""
+    assert recs["ppo"]["average"] == "" and float(recs["ppo"]["average_paper"]) == pytest.approx(28.66)
+    assert (tmp_path / "out" / "table3.md").read_text().startswith("| Setting | Method | Math500 | paper |")
+    assert not list((tmp_path / "out").glob(".*tmp"))  # atomic writes leave no temp files
+
+
+def test_step_curves_use_base_as_step_zero(runs):
+    curves = report.step_curves(runs)
+    assert list(curves) == ["DFT (SFT data)"]
+    steps = curves["DFT (SFT data)"]
+    assert [s for s, _ in steps] == [0, 10, 20]
+    assert steps[0][1]["average"] == pytest.approx(50.0) and steps[0][1]["math500"] == pytest.approx(50.0)
+    assert steps[1][1]["average"] == pytest.approx(50.0)
+    assert steps[2][1] == {"math500": pytest.approx(75.0)}  # partial step: no average
+
+
+def test_figures_written(runs, tmp_path):
+    from dft_verl.analysis.token_probs import FILES
+
+    rng = np.random.default_rng(0)
+    for row, a in (("base", 0.5), ("dft_sft", 5.0)):
+        folder = runs / row / "token_probs"
+        folder.mkdir(parents=True)
+        np.save(folder / "token_probs.npy", rng.beta(a, 1.0, size=500).astype(np.float32))
+        np.save(folder / "offsets.npy", np.array([0, 500]))
+        (folder / "meta.json").write_text("{}")
+    assert set(FILES) == {"token_probs.npy", "offsets.npy", "meta.json"}
+    written = report.main([str(runs), "--out", str(tmp_path / "rep")])
+    for name in ("fig1_accuracy_vs_step.png", "fig2_token_probs.png"):
+        assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert written[name].stat().st_size > 10_000
+
+
+def test_malformed_results_names_file_and_field(tmp_path):
+    write(tmp_path / "runs" / "ppo" / "eval" / "results.json", {"benchmarks": {"math500": {"avg_at_k": 3.0}}})
+    with pytest.raises(ValueError, match=r"ppo/eval/results.json: benchmarks.math500.per_question_acc"):
+        report.collect(tmp_path / "runs")
+    with pytest.raises(FileNotFoundError):
+        report.collect(tmp_path / "nope")
