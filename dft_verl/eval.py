@@ -2,7 +2,7 @@
 
     python -m dft_verl.eval --model PATH --out runs/dft_sft/eval [--data-dir ../shared/data/eval]
         [--benchmarks math500,aime24] [--k 16] [--temperature 1.0] [--max-new-tokens 4096]
-        [--backend vllm|hf] [--limit N] [--seed 0]
+        [--backend vllm|hf|verl] [--limit N] [--seed 0] [--max-model-len N]
 
 Each question is shown with the model's own chat template as one user turn, the question followed by the paper's
 instruction (`dft_verl.prompts`). k responses are sampled per question (`dft_verl.generation.generate`) and judged
@@ -112,6 +112,12 @@ def summarize_samples(samples: pd.DataFrame, k: int, where: str = "samples") -> 
 # ---------------------------------------------------------------- atomic writes
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path) on a tmp file next to `path`, then os.replace it onto `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +125,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -5,8 +5,8 @@ Backends (same call, same output shape ``out[i][j]`` = j-th response to prompt i
             padding, multinomial sampling at ``temperature`` / ``top_p``. Each batch reseeds torch with
             ``batch_seed(seed, b)``, so a rerun with the same seed and batch_size gives the same text, and
             batch b does not depend on whether batches < b ran (resumable callers may skip them).
-    "vllm"  vLLM's offline ``LLM`` in this process (GPU). ``LLM(seed=seed)`` makes it repeatable for a fixed
-            prompt list; n samples come from ``SamplingParams(n=n)``.
+    "vllm"  vLLM's offline ``LLM`` in this process (GPU), built once per process and reused. Prompt i gets
+            ``SamplingParams(n=n, seed=batch_seed(seed, i))``: repeatable per prompt, whatever the batching.
     "verl"  verl's ``verl.trainer.main_generation_server`` in a subprocess: Ray + standalone vLLM rollout
             replicas over ``n_gpus_per_node * nnodes`` GPUs (multi-GPU / multi-node sampling). It takes no
             seed: repeatability is not promised.
@@ -191,24 +191,30 @@ def _import_vllm():
     return vllm
 
 
+@functools.lru_cache(maxsize=1)
+def _vllm_engine(model_path: str, tensor_parallel_size: int, gpu_memory_utilization: float,
+                 max_model_len: int | None, dtype: str):
+    """One vLLM engine per process, reused across calls (the sample stage calls once per shard)."""
+    vllm = _import_vllm()
+    return vllm.LLM(model=model_path, tensor_parallel_size=tensor_parallel_size,
+                    gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, dtype=dtype)
+
+
 def _generate_vllm(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, progress,
                    tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
                    max_model_len: int | None = None, dtype: str = "auto") -> list[list[str]]:
     vllm = _import_vllm()
-    llm = vllm.LLM(
-        model=str(model_path),
-        tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len,
-        dtype=dtype,
-        seed=seed,
-    )
+    llm = _vllm_engine(str(model_path), tensor_parallel_size, gpu_memory_utilization, max_model_len, dtype)
     tokenizer = llm.get_tokenizer()
     # Token ids, not text: the rendered template already holds BOS where the model wants one, and vLLM's
     # text path would tokenize with add_special_tokens=True and prepend a second one.
     token_prompts = [{"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]}
                      for t in chat_texts(tokenizer, prompts)]
-    params = vllm.SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
+    # One SamplingParams per prompt, each with its own seed: prompt i's n samples depend only on
+    # (seed, i), not on how vLLM schedules the batch.
+    params = [vllm.SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                  seed=batch_seed(seed, i) if temperature > 0 else None)
+              for i in range(len(prompts))]
     results = llm.generate(token_prompts, params, use_tqdm=progress)
     out = [[o.text for o in r.outputs] for r in results]
     if len(out) != len(prompts) or any(len(r) != n for r in out):

@@ -153,7 +153,11 @@ def _settings_note(table: list[tuple[Row, dict | None]]) -> str:
     seen = sorted({(r["k"], r["temperature"], r["max_new_tokens"]) for _, r in table if r is not None})
     if not seen:
         return "No results found."
-    return "; ".join(f"Average@{k}, temperature {t}, max {m} new tokens" for k, t, m in seen)
+    note = "; ".join(f"Average@{k}, temperature {t}, max {m} new tokens" for k, t, m in seen)
+    limited = sorted({f"{row.key} (first {r['limit']})" for row, r in table if r is not None and r.get("limit")})
+    if limited:
+        note += "; SMOKE RUN, questions limited per benchmark: " + ", ".join(limited)
+    return note
 
 
 def to_markdown(table: list[tuple[Row, dict | None]]) -> str:

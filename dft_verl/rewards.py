@@ -222,13 +222,18 @@ def match_unbounded(pred: str, gold: str) -> tuple[bool, str]:
     return (True, "ok") if ok else (False, "wrong")
 
 
+_WARMUP_PAIRS = (("1/2", "0.5"), ("(-\\infty, 3]", "(-\\infty,3]"), ("x^2+1", "1+x^2"), ("\\sqrt{2}", "\\sqrt{2}"),
+                 ("\\{1, 2\\}", "1,2"), ("\\text{B}", "B"))
+
+
 def _worker_main(conn) -> None:
     """Worker loop: receive a list of (pred, gold), send one (correct, reason) per pair, in order."""
     # The parent bounds time per answer, so math-verify's "timeout disabled" warning is noise here.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    _extraction_config()
-    import math_verify  # noqa: F401  (import before reporting ready so the first answer is not charged)
-
+    # Warm up before reporting ready: the first parse of each kind builds grammars and sympy caches
+    # (0.1-0.2 s each), which must not count against the first real answer's time limit.
+    for pred, gold in _WARMUP_PAIRS:
+        match_unbounded(pred, gold)
     conn.send("ready")
     while True:
         try:
@@ -322,14 +327,22 @@ class _MatchWorker:
 
 
 class _SharedPool:
-    """Process-wide pool for judge()/compute_score(): thread-safe, lazily started, rebuilt after fork."""
+    """Process-wide pool of judge workers: thread-safe, started lazily, rebuilt after fork, grown on demand.
+
+    Workers outlive a call, so math-verify's parse caches and the warm-up are paid once per process.
+    """
 
     def __init__(self, size: int):
         self.pid = os.getpid()
+        self.ctx = _mp_context()
         self.idle: queue.Queue[_MatchWorker] = queue.Queue()
-        ctx = _mp_context()
-        for _ in range(size):
-            self.idle.put(_MatchWorker(ctx))
+        self.size = 0
+        self.ensure(size)
+
+    def ensure(self, size: int) -> None:
+        while self.size < size:
+            self.idle.put(_MatchWorker(self.ctx))
+            self.size += 1
 
     def run(self, pairs, timeout_s):
         worker = self.idle.get()
@@ -350,7 +363,7 @@ _POOL: _SharedPool | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _shared_pool() -> _SharedPool:
+def _shared_pool(min_size: int = 1) -> _SharedPool:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL.pid != os.getpid():
@@ -358,6 +371,7 @@ def _shared_pool() -> _SharedPool:
             if size < 1:
                 raise ValueError(f"DFT_VERL_REWARD_WORKERS must be >= 1, got {size}")
             _POOL = _SharedPool(size)
+        _POOL.ensure(min_size)
         return _POOL
 
 
@@ -370,8 +384,9 @@ def _close_shared_pool() -> None:
 def judge(response: str, ground_truth, timeout_s: float = DEFAULT_TIMEOUT_S) -> Judgement:
     """Judge one response against its gold answer (see module docstring for the rule and the reasons).
 
-    Thread-safe. math-verify runs in a persistent worker process (``DFT_VERL_REWARD_WORKERS``, default 1,
-    per calling process) that is killed and replaced if this answer takes longer than ``timeout_s`` s.
+    Thread-safe. math-verify runs in a persistent worker process (a pool of ``DFT_VERL_REWARD_WORKERS``,
+    default 1, per calling process) that is killed and replaced if this answer takes longer than
+    ``timeout_s`` seconds.
     """
     checked = precheck(response, ground_truth)
     if isinstance(checked, Judgement):
@@ -405,7 +420,8 @@ def verify_many(
 
     Each answer gets at most ``timeout_s`` seconds; a slower one is recorded as "timeout" and its worker is
     killed and restarted, so the call always returns ``len(responses)`` judgements in input order.
-    ``num_workers`` defaults to the number of CPUs this process may use.
+    ``num_workers`` defaults to the number of CPUs this process may use; the worker processes are kept
+    for later calls in this process (see ``DFT_VERL_REWARD_WORKERS`` for judge()).
     """
     if len(responses) != len(ground_truths):
         raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
@@ -436,9 +452,10 @@ def verify_many(
             chunks.put(todo[s : s + chunk_size])
         errors: list[BaseException] = []
         lock = threading.Lock()
-        ctx = _mp_context()
+        pool = _shared_pool(num_workers)
 
-        def drive(worker: _MatchWorker) -> None:
+        def drive() -> None:
+            worker = pool.idle.get()
             try:
                 while not errors:
                     try:
@@ -454,9 +471,9 @@ def verify_many(
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(e)
             finally:
-                worker.close()
+                pool.idle.put(worker)
 
-        threads = [threading.Thread(target=drive, args=(_MatchWorker(ctx),), daemon=True) for _ in range(num_workers)]
+        threads = [threading.Thread(target=drive, daemon=True) for _ in range(num_workers)]
         for t in threads:
             t.start()
         for t in threads:

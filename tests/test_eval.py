@@ -2,8 +2,9 @@
 are re-judged independently here.
 
 The tiny model's vocabulary is whole words, one of which is the single token "\\boxed{7}" and no other token
-holds a digit. So a response is correct exactly when its gold is "7" and it contains "\\boxed{7}": the test judges
+holds a digit. So a response is correct exactly when its gold is 7 and it contains "\\boxed{7}": the test judges
 the saved responses with that string rule, not with dft_verl.rewards, and must reproduce results.json.
+(Gold 7 is written "7", or "007" as AIME prints answers; "9" can never be produced.)
 """
 
 import json
@@ -66,6 +67,7 @@ def test_average_over_benchmarks_hand_values():
 
 WORDS = ["the", "answer", "is", "so", "we", "get", "x", "plus", "\\boxed{7}"]
 BOX7 = "\\boxed{7}"
+SEVEN = ("7", "007")
 
 
 def build_word_model(path):
@@ -119,7 +121,7 @@ def run(tmp_path_factory):
 def hand_judge(samples: pd.DataFrame) -> list[float]:
     per_q = []
     for _, g in samples.groupby("index", sort=True):
-        per_q.append(sum((gold == "7" and BOX7 in resp) for resp, gold in zip(g["response"], g["ground_truth"]))
+        per_q.append(sum((gold in SEVEN and BOX7 in resp) for resp, gold in zip(g["response"], g["ground_truth"]))
                      / len(g))
     return per_q
 
@@ -164,7 +166,7 @@ def test_rerun_skips_done_and_refuses_other_settings(run, monkeypatch):
                         data_dir=run["data"], backend="hf")
     assert again == run["results"]
     other = ev.EvalSettings(model=run["model"], k=4, temperature=1.0, max_new_tokens=8, seed=0)
-    with pytest.raises(ValueError, match=r"math500.json: math500 was evaluated with settings"):
+    with pytest.raises(ValueError, match=r"samples/(math500|amc23).json: \w+ was evaluated with settings"):
         ev.evaluate(other, run["root"] / "out", benchmarks=["math500"], data_dir=run["data"], backend="hf")
 
 
@@ -173,8 +175,10 @@ def test_cli_adds_a_benchmark_to_the_same_folder(run, capsys):
     results = ev.main(["--model", run["model"], "--out", str(out), "--data-dir", str(run["data"]),
                        "--benchmarks", "aime24", "--k", "6", "--max-new-tokens", "8", "--backend", "hf",
                        "--num-workers", "1"])
-    assert list(results["benchmarks"]) == ["math500", "amc23", "aime24"]
-    assert results["benchmarks"]["aime24"]["per_question_acc"] == [0.0]  # gold 007 is never boxed
+    assert list(results["benchmarks"]) == ["math500", "aime24", "amc23"]  # canonical order
+    samples = pd.read_parquet(out / "samples" / "aime24.parquet")
+    assert samples["ground_truth"].tolist() == ["007"] * 6
+    assert results["benchmarks"]["aime24"]["per_question_acc"] == pytest.approx(hand_judge(samples))
     assert results["benchmarks"]["math500"] == run["results"]["benchmarks"]["math500"]
     assert "aime24" in capsys.readouterr().out
     assert not list(out.rglob("*.tmp"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import hydra
+from omegaconf import open_dict
 from verl.trainer.sft_trainer import SFTTrainer
 
 from dft_verl.data import check_sft_files
@@ -36,6 +37,16 @@ def select_platform(config) -> None:
         auto_set_device(config)
 
 
+def use_reference_dataset(data_config) -> None:
+    """iw-SFT reads per-token reference log-probs: select the dataset that carries them."""
+    if data_config.pad_mode != "no_padding":
+        raise ValueError(f"loss.type=iw_sft supports data.pad_mode=no_padding only, got {data_config.pad_mode!r}")
+    if data_config.custom_cls.get("path") is None:
+        with open_dict(data_config):
+            data_config.custom_cls.path = "pkg://dft_verl.data"
+            data_config.custom_cls.name = "RefLogProbSFTDataset"
+
+
 class DFTSFTTrainer(SFTTrainer):
     """verl's SFT trainer with the dft_verl loss family (``loss.type``)."""
 
@@ -44,9 +55,12 @@ class DFTSFTTrainer(SFTTrainer):
         super()._build_config()
 
     def _build_dataset(self):
-        check_sft_files(self.config.data.train_files, self.config.data, need_ref=self.loss_config.type == "iw_sft")
+        need_ref = self.loss_config.type == "iw_sft"
+        check_sft_files(self.config.data.train_files, self.config.data, need_ref=need_ref)
         if self.config.data.val_files:
-            check_sft_files(self.config.data.val_files, self.config.data, need_ref=self.loss_config.type == "iw_sft")
+            check_sft_files(self.config.data.val_files, self.config.data, need_ref=need_ref)
+        if need_ref:
+            use_reference_dataset(self.config.data)
         super()._build_dataset()
 
     def _build_engine(self):

@@ -1,4 +1,4 @@
-"""Fixtures for pipeline tests: a tiny random chat model with an offline word-level tokenizer, and data files.
+"""Fixtures for pipeline tests: a tiny random chat model with an offline BPE tokenizer, and data files.
 
 The tokenizer is byte-level BPE trained on a few math strings, so any text round-trips (unseen characters
 are dropped) and the vocabulary stays ~150 tokens.
@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pandas as pd
+
+from dft_verl.prompts import build_prompt
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -77,3 +81,12 @@ MATH_ROWS = [
     {"problem": "Find the interval where $x \\le 3$.", "solution": "$\\boxed{(-\\infty,3]}$",
      "answer": "(-\\infty,3]", "subject": "Algebra", "level": 2},
 ]
+
+
+def samples_frame(rows: list[tuple[int, int, str | None, str | None]], data_source: str = "fixture") -> pd.DataFrame:
+    """A samples parquet frame from (index, sample_idx, response, ground_truth) tuples."""
+    return pd.DataFrame([
+        {"index": i, "sample_idx": j, "data_source": data_source, "prompt": build_prompt(f"Question {i}?"),
+         "response": resp, "ground_truth": gold}
+        for i, j, resp, gold in rows
+    ])

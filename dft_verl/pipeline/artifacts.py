@@ -1,0 +1,175 @@
+"""Files the pipeline stages write: atomic parquet/json, stage manifests (resume), and the hydra config.
+
+Atomic: every file is written to ``<name>.tmp-<pid>`` in the same folder and moved into place with
+``os.replace``, so a killed stage leaves either the old file, the new one, or a stray tmp file that no reader
+looks at. Resume: a stage folder holds ``_manifest.json`` = {stage, fingerprint, outputs}; the fingerprint is
+a sha256 over the stage's result-determining config and the bytes of its input. A rerun with the same
+fingerprint skips the stage; a different one is refused unless ``overwrite=true`` (no silent mixing of runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "pipeline"
+MANIFEST = "_manifest.json"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------------------
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` (no index) to ``path`` via a tmp file in the same folder + os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(obj, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> int:
+    """Delete tmp files a killed writer left in ``folder``; returns how many."""
+    folder = Path(folder)
+    stale = [p for p in folder.glob("*.tmp-*") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fingerprints and manifests
+# --------------------------------------------------------------------------------------------------------
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(stage_config: Mapping, inputs: Iterable[str | os.PathLike] = ()) -> str:
+    """sha256 over the JSON of ``stage_config`` (sorted keys) and the sha256 of each input file's bytes."""
+    h = hashlib.sha256(json.dumps(stage_config, sort_keys=True, default=str).encode())
+    for p in inputs:
+        h.update(file_digest(p).encode())
+    return h.hexdigest()
+
+
+class StageState:
+    """Resume bookkeeping for one stage folder."""
+
+    def __init__(self, stage: str, folder: str | os.PathLike, fp: str, overwrite: bool = False):
+        self.stage, self.folder, self.fp = stage, Path(folder), fp
+        self.manifest_path = self.folder / MANIFEST
+        self.started_path = self.folder / "_started.json"
+        self._claim(overwrite)
+
+    def _claim(self, overwrite: bool) -> None:
+        """Refuse a folder holding another run's results (different fingerprint) unless overwrite."""
+        recorded = None
+        for p in (self.manifest_path, self.started_path):
+            if p.exists():
+                recorded = json.loads(p.read_text())["fingerprint"]
+                break
+        if recorded is not None and recorded != self.fp:
+            if not overwrite:
+                raise RuntimeError(
+                    f"{self.folder} holds {self.stage} results of a different config or input "
+                    f"(fingerprint {recorded[:12]} != {self.fp[:12]}); use a new out_dir or overwrite=true"
+                )
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp(self.folder)
+        if not self.started_path.exists():
+            write_json_atomic({"stage": self.stage, "fingerprint": self.fp}, self.started_path)
+
+    def done(self) -> bool:
+        """True when this stage already finished with the same fingerprint and all its outputs exist."""
+        if not self.manifest_path.exists():
+            return False
+        m = json.loads(self.manifest_path.read_text())
+        return m.get("fingerprint") == self.fp and all((self.folder / o).exists() for o in m.get("outputs", []))
+
+    def finish(self, outputs: Iterable[str], **extra) -> None:
+        write_json_atomic({"stage": self.stage, "fingerprint": self.fp, "outputs": sorted(outputs), **extra},
+                          self.manifest_path)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------------
+
+
+def load_config(overrides: Iterable[str] = (), config_name: str = "pipeline"):
+    """Compose ``dft_verl/config/pipeline/<config_name>.yaml`` with hydra command-line style overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def to_plain(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+
+
+def require(cfg, *keys: str) -> None:
+    """Raise naming every mandatory key (``???`` in the yaml) the user has not set."""
+    from omegaconf import OmegaConf
+
+    missing = []
+    for k in keys:
+        node, _, leaf = k.rpartition(".")
+        parent = OmegaConf.select(cfg, node) if node else cfg
+        if parent is None or OmegaConf.is_missing(parent, leaf) or OmegaConf.select(cfg, k) in (None, ""):
+            missing.append(k)
+    if missing:
+        raise ValueError(f"missing required config value(s): {', '.join(missing)} (set them as key=value)")
+
+
+def cli_overrides(argv: list[str] | None, usage: str) -> list[str] | None:
+    """Hydra-style overrides from argv; prints ``usage`` and returns None for -h/--help."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(usage)
+        print(f"config: {CONFIG_DIR / 'pipeline.yaml'}")
+        print((CONFIG_DIR / "pipeline.yaml").read_text())
+        return None
+    bad = [a for a in args if "=" not in a]
+    if bad:
+        raise SystemExit(f"arguments must be hydra overrides key=value, got {bad}\n{usage}")
+    return args

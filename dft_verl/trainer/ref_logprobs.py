@@ -1,0 +1,71 @@
+"""Reference-policy log-probs for iw-SFT: add a ``ref_log_probs`` column to an SFT parquet.
+
+    python -m dft_verl.trainer.ref_logprobs --model Qwen/Qwen2.5-Math-1.5B \
+        --data sft.parquet --out sft_ref.parquet [--max-length 2048] [--device cuda]
+
+Each row is tokenised exactly as verl's ``MultiTurnSFTDataset`` tokenises it for training
+(same chat template, same ``no_padding`` layout), then one forward pass of the reference model
+gives ``ref_log_probs[t] = log pi_ref(input_ids[t] | input_ids[:t])`` in nats, with entry 0 = 0.0.
+The output is written atomically; rerunning with an existing output does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from dft_verl.data import REF_LOGPROBS_KEY, check_sft_files
+
+
+def token_log_probs(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """log p(input_ids[t] | input_ids[:t]) for t >= 1, with 0.0 at t = 0; input_ids is (T,)."""
+    with torch.no_grad():
+        logits = model(input_ids=input_ids[None].to(model.device)).logits[0].float()
+    lp = torch.log_softmax(logits[:-1], dim=-1).gather(-1, input_ids[1:, None].to(logits.device))[:, 0]
+    return torch.cat([torch.zeros(1, device=lp.device), lp]).cpu()
+
+
+def compute_ref_logprobs(model_path: str, data: str, out: str, max_length: int = 2048, device: str = "cpu",
+                         messages_key: str = "messages") -> str:
+    """Write ``data`` plus a ``ref_log_probs`` column (list[float] aligned with input_ids) to ``out``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
+
+    if os.path.exists(out):
+        return out
+    check_sft_files(data, {"messages_key": messages_key})
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    config = OmegaConf.create(
+        {"pad_mode": "no_padding", "max_length": max_length, "truncation": "right", "messages_key": messages_key}
+    )
+    dataset = MultiTurnSFTDataset(parquet_files=data, tokenizer=tokenizer, config=config)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    refs = [token_log_probs(model, dataset[i]["input_ids"]).tolist() for i in tqdm(range(len(dataset)), desc="ref log-probs")]
+    frame = pd.read_parquet(data)
+    frame[REF_LOGPROBS_KEY] = refs
+    tmp = f"{out}.tmp-{os.getpid()}"
+    frame.to_parquet(tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="reference policy (HF folder or id)")
+    ap.add_argument("--data", required=True, help="SFT parquet with a messages column")
+    ap.add_argument("--out", required=True, help="output parquet (data + ref_log_probs)")
+    ap.add_argument("--max-length", type=int, default=2048, help="must match data.max_length of training")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--messages-key", default="messages")
+    args = ap.parse_args(argv)
+    print(compute_ref_logprobs(args.model, args.data, args.out, args.max_length, args.device, args.messages_key))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+# Shared settings and launch helpers of the Table 3 recipes; sourced by every run_*.sh here.
+#
+# Every setting is an environment variable with a default (below). Paths may be relative to the
+# directory you call from; they are made absolute before the recipes change to the repository root.
+#
+# Launch modes:
+#   local (default)   SFT-family rows: torchrun on this node (NNODES > 1: run the recipe on every node
+#                     with NODE_RANK/MASTER_ADDR set); PPO/GRPO: verl's main_ppo starts a local Ray.
+#   RAY_ADDRESS=...   every command is submitted with `ray job submit` to that cluster (SFT-family rows
+#                     use the Ray trainer dft_verl.trainer.sft_ray). DATA_DIR, CKPT_DIR, RUNS_DIR and
+#                     MODEL_PATH must then be on storage every node sees.
+#   DRY_RUN=1         print every command and check that its config resolves against the installed verl
+#                     (python -m dft_verl.recipe_check, once at exit for all of the script's commands);
+#                     nothing runs. With RECIPE_CHECK_QUEUE=FILE the commands are only appended to FILE
+#                     (run_all.sh collects every row's commands this way and checks them together).
+
+# ---- user-adjustable ----
+MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-1.5B}
+# Pipeline output folder (python -m dft_verl.pipeline out_dir=...; run_data.sh): prepare/, filter/, ...
+DATA_DIR=${DATA_DIR:-runs/table3/data}
+RUNS_DIR=${RUNS_DIR:-runs/table3}
+CKPT_DIR=${CKPT_DIR:-checkpoints/table3}
+NNODES=${NNODES:-1}
+N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_PORT=${MASTER_PORT:-29500}
+RAY_ADDRESS=${RAY_ADDRESS:-}
+PYTHON=${PYTHON:-python3}
+DRY_RUN=${DRY_RUN:-0}
+RECIPE_CHECK_QUEUE=${RECIPE_CHECK_QUEUE:-}
+# Paper, SFT family (sft, iw_sft_*, dft_*, rft): AdamW lr 5e-5, batch 256, max length 2048, cosine, warmup 0.1, 1 epoch
+SFT_LR=${SFT_LR:-5e-5}
+SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-256}
+SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-2048}
+SFT_LR_SCHEDULER=${SFT_LR_SCHEDULER:-cosine}
+SFT_WARMUP_RATIO=${SFT_WARMUP_RATIO:-0.1}
+SFT_EPOCHS=${SFT_EPOCHS:-1}
+SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-4}
+# Paper, PPO/GRPO: lr 1e-6, batch 256, warmup 0.1, temperature 1.0 (GRPO n: run_grpo.sh)
+RL_LR=${RL_LR:-1e-6}
+RL_BATCH_SIZE=${RL_BATCH_SIZE:-256}
+RL_WARMUP_RATIO=${RL_WARMUP_RATIO:-0.1}
+RL_TEMPERATURE=${RL_TEMPERATURE:-1.0}
+RL_EPOCHS=${RL_EPOCHS:-1}
+# Paper, DPO: lr 1e-6, batch 128, warmup 0.05
+DPO_LR=${DPO_LR:-1e-6}
+DPO_BATCH_SIZE=${DPO_BATCH_SIZE:-128}
+DPO_WARMUP_RATIO=${DPO_WARMUP_RATIO:-0.05}
+# Evaluation (python -m dft_verl.eval): benchmark folder (<bench>/test.jsonl; empty: hub copies),
+# backend (empty: vllm on a GPU), extra flags as one string, and whether to evaluate every saved
+# checkpoint into <row>/eval/step_<N> (the report's accuracy-vs-step figure) besides the final one.
+EVAL_DATA_DIR=${EVAL_DATA_DIR:-}
+EVAL_BACKEND=${EVAL_BACKEND:-}
+EVAL_ARGS=${EVAL_ARGS:-}
+EVAL_EVERY_CHECKPOINT=${EVAL_EVERY_CHECKPOINT:-0}
+# GPUs reserved for an evaluation submitted with RAY_ADDRESS (0 with EVAL_BACKEND=verl: its replicas ask Ray)
+EVAL_NUM_GPUS=${EVAL_NUM_GPUS:-1}
+# ---- end of user-adjustable ----
+
+recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_root=$(cd "$recipes_dir/../.." && pwd)
+
+abspath() { realpath -m -- "$1"; }
+data_dir=$(abspath "$DATA_DIR")
+runs_dir=$(abspath "$RUNS_DIR")
+ckpt_root=$(abspath "$CKPT_DIR")
+eval_data_dir=${EVAL_DATA_DIR:+$(abspath "$EVAL_DATA_DIR")}
+# A local model folder becomes absolute; a hub id (Qwen/...) is kept as it is.
+if [[ -e "$MODEL_PATH" ]]; then model_path=$(abspath "$MODEL_PATH"); else model_path=$MODEL_PATH; fi
+
+# Pipeline outputs the rows train on (dft_verl/pipeline: prepare -> sample -> verify -> filter).
+rl_data=$data_dir/prepare/rl.parquet       # questions, verl RL format (PPO, GRPO)
+sft_data=$data_dir/prepare/sft.parquet     # gold solutions (sft, iw_sft_sft, dft_sft)
+rft_data=$data_dir/filter/sft.parquet      # correct self-samples (rft, iw_sft_offline, dft_offline)
+dpo_data=$data_dir/filter/dpo.parquet      # (chosen correct, rejected wrong) self-sample pairs (dpo)
+
+# A dry run queues its commands; the script that made the queue checks them all when it exits
+# (one process: composing verl's configs costs seconds), a caller's RECIPE_CHECK_QUEUE is only appended to.
+if [[ "$DRY_RUN" == 1 ]]; then
+    if [[ -n "$RECIPE_CHECK_QUEUE" ]]; then
+        queue_file=$(abspath "$RECIPE_CHECK_QUEUE")
+    else
+        queue_file=$(mktemp "${TMPDIR:-/tmp}/recipe_check.XXXXXX")
+        trap check_queue EXIT
+    fi
+fi
+
+cd "$repo_root"
+# Local runs import dft_verl from this checkout in every process (torchrun ranks, Ray workers).
+export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
+
+# Launcher prefixes. Each ends right before the module's arguments.
+ray_submit=(ray job submit "--address=$RAY_ADDRESS" "--working-dir=$repo_root"
+    "--runtime-env-json={\"excludes\": [\".git\", \".venv\", \"runs\", \"checkpoints\", \"outputs\"]}")
+if [[ -n "$RAY_ADDRESS" ]]; then
+    sft_launcher=("${ray_submit[@]}" -- python -m dft_verl.trainer.sft_ray)
+    ppo_launcher=("${ray_submit[@]}" -- python -m verl.trainer.main_ppo)
+    gpu_python=("${ray_submit[@]}" "--entrypoint-num-gpus=$EVAL_NUM_GPUS" -- python)
+    gpu1_python=("${ray_submit[@]}" --entrypoint-num-gpus=1 -- python)
+    cpu_python=("${ray_submit[@]}" -- python)
+else
+    if [[ "$NNODES" -gt 1 ]]; then
+        rendezvous=("--nnodes=$NNODES" "--node_rank=$NODE_RANK" "--master_addr=$MASTER_ADDR" "--master_port=$MASTER_PORT")
+    else
+        rendezvous=(--standalone --nnodes=1)
+    fi
+    sft_launcher=(torchrun "${rendezvous[@]}" "--nproc_per_node=$N_GPUS_PER_NODE" -m dft_verl.trainer.sft)
+    ppo_launcher=("$PYTHON" -m verl.trainer.main_ppo)
+    gpu_python=("$PYTHON")
+    gpu1_python=("$PYTHON")
+    cpu_python=("$PYTHON")
+fi
+
+# Overrides every SFT-family row shares: the paper's optimiser and data limits, the cluster shape, and
+# HF weights in every checkpoint (global_step_<N>/huggingface) for evaluation.
+sft_common_args=(
+    "model.path=$model_path"
+    "data.train_batch_size=$SFT_BATCH_SIZE"
+    "data.max_length=$SFT_MAX_LENGTH"
+    "data.micro_batch_size_per_gpu=$SFT_MICRO_BATCH_SIZE_PER_GPU"
+    "data.truncation=right"
+    "optim.lr=$SFT_LR"
+    "optim.lr_scheduler_type=$SFT_LR_SCHEDULER"
+    "optim.lr_warmup_steps_ratio=$SFT_WARMUP_RATIO"
+    "trainer.total_epochs=$SFT_EPOCHS"
+    "trainer.nnodes=$NNODES"
+    "trainer.n_gpus_per_node=$N_GPUS_PER_NODE"
+    "trainer.project_name=dft_verl_table3"
+    "checkpoint.save_contents=[model,optimizer,extra,hf_model]"
+)
+
+# Overrides PPO and GRPO share (their configs: dft_verl/config/online/{ppo,grpo}.yaml).
+rl_common_args=(
+    --config-path=pkg://dft_verl.config.online
+    "actor_rollout_ref.model.path=$model_path"
+    "data.train_files=$rl_data"
+    "data.val_files=$rl_data"
+    "data.train_batch_size=$RL_BATCH_SIZE"
+    "actor_rollout_ref.actor.optim.lr=$RL_LR"
+    "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=$RL_WARMUP_RATIO"
+    "actor_rollout_ref.rollout.temperature=$RL_TEMPERATURE"
+    "trainer.total_epochs=$RL_EPOCHS"
+    "trainer.nnodes=$NNODES"
+    "trainer.n_gpus_per_node=$N_GPUS_PER_NODE"
+)
+
+# run_cmd CMD...: run CMD; with DRY_RUN=1 print it and queue it for the config check instead.
+run_cmd() {
+    if [[ "$DRY_RUN" != 1 ]]; then
+        "$@"
+        return
+    fi
+    { local xtrace=${-//[^x]/}; set +x; } 2>/dev/null
+    printf 'DRY_RUN:'
+    printf ' %q' "$@"
+    printf '\n'
+    { printf '%q ' "$@"; printf '\n'; } >>"$queue_file"
+    if [[ -n "$xtrace" ]]; then set -x; fi
+}
+
+# check_queue: at exit of a dry run that owns its queue, check every queued command in one process.
+check_queue() {
+    local rc=$?
+    { set +x; } 2>/dev/null
+    if [[ "$rc" == 0 ]]; then
+        "$PYTHON" -m dft_verl.recipe_check --queue "$queue_file" || rc=$?
+    fi
+    rm -f "$queue_file"
+    exit "$rc"
+}
+
+# latest_step CKPT: the step of the newest checkpoint verl recorded under CKPT ("LATEST" in a dry run).
+latest_step() {
+    local tracker=$1/latest_checkpointed_iteration.txt
+    if [[ -f "$tracker" ]]; then
+        cat "$tracker"
+    elif [[ "$DRY_RUN" == 1 ]]; then
+        echo LATEST
+    else
+        echo "no checkpoint under $1 ($tracker missing): did training finish?" >&2
+        return 1
+    fi
+}
+
+# train_once ROW CMD...: run the training command unless RUNS_DIR/ROW/train.done says it finished.
+# verl resumes an interrupted run from its last checkpoint by itself (trainer.resume_mode=auto).
+train_once() {
+    local row=$1
+    shift
+    local done_file=$runs_dir/$row/train.done
+    if [[ -f "$done_file" ]]; then
+        echo "[$row] training already done ($done_file); skipping"
+        return
+    fi
+    run_cmd "$@"
+    if [[ "$DRY_RUN" != 1 && "$NODE_RANK" == 0 ]]; then
+        mkdir -p "$runs_dir/$row"
+        date -u +%FT%TZ >"$done_file.tmp"
+        mv "$done_file.tmp" "$done_file"
+    fi
+}
+
+# evaluate ROW MODEL [OUT]: python -m dft_verl.eval on MODEL into OUT (default RUNS_DIR/ROW/eval),
+# skipped when OUT/results.json exists. Only node 0 evaluates.
+evaluate() {
+    local row=$1 model=$2 out=${3:-$runs_dir/$1/eval}
+    if [[ "$NODE_RANK" != 0 ]]; then
+        return
+    fi
+    if [[ -f "$out/results.json" ]]; then
+        echo "[$row] $out/results.json exists; skipping evaluation"
+        return
+    fi
+    local eval_args=(--model "$model" --out "$out")
+    if [[ -n "$eval_data_dir" ]]; then eval_args+=(--data-dir "$eval_data_dir"); fi
+    if [[ -n "$EVAL_BACKEND" ]]; then eval_args+=(--backend "$EVAL_BACKEND"); fi
+    local user_eval_args=()
+    read -r -a user_eval_args <<<"$EVAL_ARGS"
+    run_cmd "${gpu_python[@]}" -m dft_verl.eval "${eval_args[@]}" "${user_eval_args[@]}"
+}
+
+# evaluate_checkpoints ROW CKPT HF_SUBDIR: evaluate the newest checkpoint into ROW/eval and, with
+# EVAL_EVERY_CHECKPOINT=1, every global_step_<N> into ROW/eval/step_<N>.
+# HF_SUBDIR: "huggingface" (SFT trainer) or "actor/huggingface" (main_ppo).
+evaluate_checkpoints() {
+    local row=$1 ckpt=$2 sub=$3 step dir
+    if [[ "$EVAL_EVERY_CHECKPOINT" == 1 ]]; then
+        for dir in "$ckpt"/global_step_*; do
+            [[ -d "$dir" ]] || continue
+            step=${dir##*/global_step_}
+            evaluate "$row" "$dir/$sub" "$runs_dir/$row/eval/step_$step"
+        done
+    fi
+    step=$(latest_step "$ckpt")
+    evaluate "$row" "$ckpt/global_step_$step/$sub"
+}

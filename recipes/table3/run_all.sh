@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every row of Table 3 (data, training, evaluation), then the report (python -m dft_verl.report).
+# Rows run one after another; each skips what it already finished (RUNS_DIR/<row>/train.done,
+# RUNS_DIR/<row>/eval/results.json), so rerunning after a failure resumes.
+#
+# Usage: bash recipes/table3/run_all.sh [row ...]          (default: data and every row)
+#   Settings (MODEL_PATH, DATA_DIR, NNODES, N_GPUS_PER_NODE, RAY_ADDRESS, paper hyperparameters): common.sh.
+#   DRY_RUN=1 bash recipes/table3/run_all.sh  # print every command, check all configs in one process
+set -xeuo pipefail
+
+# ---- user-adjustable ----
+ROWS=${ROWS:-"data base sft iw_sft_sft dft_sft dpo rft ppo grpo iw_sft_offline dft_offline"}
+
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+rows=("$@")
+if [[ ${#rows[@]} -eq 0 ]]; then
+    read -r -a rows <<<"$ROWS"
+fi
+for row in "${rows[@]}"; do
+    if [[ ! -f "$recipes_dir/run_$row.sh" ]]; then
+        echo "unknown row '$row': no $recipes_dir/run_$row.sh" >&2
+        exit 2
+    fi
+done
+
+# The rows' dry-run commands go to this script's queue and are checked once, when it exits.
+if [[ "$DRY_RUN" == 1 ]]; then
+    export RECIPE_CHECK_QUEUE=$queue_file
+fi
+for row in "${rows[@]}"; do
+    bash "$recipes_dir/run_$row.sh"
+done
+
+# The report reads RUNS_DIR only: it runs here, also when the rows went to a Ray cluster.
+run_cmd "$PYTHON" -m dft_verl.report "$runs_dir"

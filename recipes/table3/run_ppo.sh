@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Table 3, row "ppo": PPO (GAE with a learned critic) through verl's own trainer
+# (python -m verl.trainer.main_ppo), scored by dft_verl/rewards.py:compute_score, then evaluation.
+# Config: dft_verl/config/online/ppo.yaml (verl's ppo_trainer + paper values); overrides below.
+#
+# Usage: bash recipes/table3/run_ppo.sh [hydra overrides for verl.trainer.main_ppo ...]
+#   Settings (MODEL_PATH, DATA_DIR, NNODES, N_GPUS_PER_NODE, RL_LR, ...): see common.sh.
+#   DRY_RUN=1 bash recipes/table3/run_ppo.sh     # print and config-check the commands, run nothing
+set -xeuo pipefail
+
+# ---- user-adjustable ----
+# Not in the paper: verl's PPO examples train the critic 10x faster than the actor
+PPO_CRITIC_LR=${PPO_CRITIC_LR:-1e-5}
+
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+row=ppo
+ckpt=$ckpt_root/$row
+extra_args=()
+
+train_once "$row" "${ppo_launcher[@]}" \
+    --config-name=ppo \
+    "${rl_common_args[@]}" \
+    "critic.optim.lr=$PPO_CRITIC_LR" \
+    "critic.optim.lr_warmup_steps_ratio=$RL_WARMUP_RATIO" \
+    "trainer.experiment_name=$row" \
+    "trainer.default_local_dir=$ckpt" \
+    "${extra_args[@]}" "$@"
+
+evaluate_checkpoints "$row" "$ckpt" actor/huggingface

@@ -1,0 +1,98 @@
+"""dft_verl.generation: hf backend on a tiny random chat model; argument checks; verl server overrides."""
+
+import importlib.util
+
+import pytest
+
+from dft_verl.generation import chat_texts, generate, load_hf, verl_generation_overrides
+from dft_verl.prompts import build_prompt
+from pipeline.fixtures import build_tiny_chat_model
+
+
+@pytest.fixture(scope="module")
+def tiny_chat(tmp_path_factory):
+    return build_tiny_chat_model(tmp_path_factory.mktemp("gen") / "tiny-chat")
+
+
+PROMPTS = [build_prompt("What is 2 + 2 ?"), build_prompt("Solve $x-3=0$. Find the interval where $x \\le 3$.")]
+
+
+def test_chat_template_ends_with_assistant_header(tiny_chat):
+    _, tok = load_hf(tiny_chat)
+    (text,) = chat_texts(tok, PROMPTS[:1])
+    assert text.startswith("<|im_start|>user\nWhat is 2 + 2 ?\nPlease reason step by step")
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_sampling_shape_and_seed_determinism(tiny_chat):
+    kw = dict(n=3, temperature=1.0, max_new_tokens=12, batch_size=4, progress=False)
+    a = generate(tiny_chat, PROMPTS, seed=1, **kw)
+    b = generate(tiny_chat, PROMPTS, seed=1, **kw)
+    c = generate(tiny_chat, PROMPTS, seed=2, **kw)
+    assert len(a) == 2 and all(len(r) == 3 for r in a) and all(isinstance(s, str) for r in a for s in r)
+    assert a == b
+    assert a != c
+    assert len({s for r in a for s in r}) > 1  # samples differ from each other at temperature 1
+
+
+def test_left_padding_does_not_change_greedy_output(tiny_chat):
+    """Greedy continuation of the short prompt alone equals its continuation when batched (left-padded)
+    next to a longer prompt: attention mask and position ids handle the padding."""
+    kw = dict(n=1, temperature=0.0, max_new_tokens=10, progress=False)
+    alone = generate(tiny_chat, PROMPTS[:1], batch_size=1, **kw)
+    batched = generate(tiny_chat, PROMPTS, batch_size=2, **kw)
+    _, tok = load_hf(tiny_chat)
+    lengths = [len(tok(t, add_special_tokens=False).input_ids) for t in chat_texts(tok, PROMPTS)]
+    assert lengths[0] < lengths[1]  # so the first prompt really is padded in the batch
+    assert batched[0] == alone[0]
+
+
+def test_responses_do_not_contain_the_prompt_or_special_tokens(tiny_chat):
+    out = generate(tiny_chat, PROMPTS, n=2, temperature=1.0, max_new_tokens=8, seed=0, progress=False)
+    for row in out:
+        for s in row:
+            assert "<|im_start|>" not in s and "<|im_end|>" not in s and "Please reason" not in s
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(backend="tpu"), "unknown generation backend"),
+        (dict(n=0), "n must be >= 1"),
+        (dict(n=2, temperature=0.0), "greedy"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+    ],
+)
+def test_bad_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate("unused", PROMPTS, **kwargs)
+
+
+def test_bad_prompt_is_rejected():
+    with pytest.raises(ValueError, match="prompt 1"):
+        generate("unused", [PROMPTS[0], "just a string"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+@pytest.mark.parametrize("backend", ["vllm", "verl"])
+def test_gpu_backends_explain_missing_vllm(backend, tiny_chat):
+    with pytest.raises(RuntimeError, match="vLLM is not installed"):
+        generate(tiny_chat, PROMPTS, n=2, backend=backend)
+
+
+def test_verl_generation_overrides_compose_with_verls_config(tmp_path):
+    """Every override names a real key of verl's ppo_trainer config (or adds output_path, which
+    main_generation_server reads), and the values land where the server reads them."""
+    from hydra import compose, initialize_config_module
+
+    overrides = verl_generation_overrides("/models/qwen", "/d/p.parquet", "/d/out.parquet", n=4, temperature=1.0,
+                                          top_p=1.0, max_new_tokens=2048, n_gpus_per_node=8, tensor_parallel_size=2)
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+    rollout = cfg.actor_rollout_ref.rollout
+    assert cfg.data.train_files == "/d/p.parquet" and cfg.data.output_path == "/d/out.parquet"
+    assert cfg.data.prompt_key == "prompt"
+    assert cfg.actor_rollout_ref.model.path == "/models/qwen"
+    assert (rollout.name, rollout.n, rollout.temperature, rollout.response_length) == ("vllm", 4, 1.0, 2048)
+    assert rollout.load_format == "auto"  # the default "dummy" would sample from random weights
+    assert (cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes) // rollout.tensor_model_parallel_size == 4
