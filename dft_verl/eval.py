@@ -20,8 +20,9 @@ Outputs under --out (all written atomically):
     samples/<bench>.parquet   one row per (question, sample): index, sample_idx, data_source, prompt, response,
                               ground_truth, correct, pred, reason (the verified-parquet schema)
     samples/<bench>.json      the settings and summary of that benchmark; its presence marks the benchmark done
-    results.json              {"model", "k", "temperature", "max_new_tokens", "benchmarks": {name: {"n_questions",
-                              "k", "avg_at_k", "ci95", "per_question_acc"}}, "average", "average_ci95", ...}
+    results.json              written once every requested benchmark is done: {"model", "k", "temperature",
+                              "max_new_tokens", "benchmarks": {name: {"n_questions", "k", "avg_at_k", "ci95",
+                              "per_question_acc"}}, "average", "average_ci95", "missing_benchmarks", ...}
 A rerun skips benchmarks already done with the same settings and refuses an --out holding other settings.
 """
 
@@ -282,7 +283,8 @@ def evaluate(
     timeout_s: float = 10.0,
     backend_kwargs: dict | None = None,
 ) -> dict:
-    """Evaluate `benchmarks`, writing results.json after each; benchmarks done earlier under `out` are kept."""
+    """Evaluate `benchmarks` (each saved as it finishes), then write results.json; benchmarks done earlier under
+    `out` with the same settings are kept in results.json."""
     out = Path(out)
     benchmarks = check_names(list(benchmarks))
     summaries = {}
@@ -302,8 +304,9 @@ def evaluate(
         else:
             logger.info("%s: already done (%d questions), skipped", bench, done["n_questions"])
         summaries[bench] = done
-        write_json(out / "results.json", build_results(settings, summaries))
-    return build_results(settings, summaries)
+    results = build_results(settings, summaries)
+    write_json(out / "results.json", results)  # written last: its presence means every requested benchmark is done
+    return results
 
 
 # ---------------------------------------------------------------- CLI

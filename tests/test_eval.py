@@ -182,3 +182,30 @@ def test_cli_adds_a_benchmark_to_the_same_folder(run, capsys):
     assert results["benchmarks"]["math500"] == run["results"]["benchmarks"]["math500"]
     assert "aime24" in capsys.readouterr().out
     assert not list(out.rglob("*.tmp"))
+
+
+def test_interrupted_run_resumes_without_resampling(run, tmp_path, monkeypatch):
+    """A crash in the second benchmark leaves the first saved and no results.json; the rerun samples only the
+    second. Uses a scripted generator (responses known in advance), judged by the real reward module."""
+    import dft_verl.generation as generation
+
+    calls = []
+
+    def scripted(model, prompts, n, fail=False, **kw):
+        calls.append(len(prompts))
+        if fail:
+            raise RuntimeError("simulated crash")
+        return [[f"so \\boxed{{{j % 3 + 6}}}" for j in range(n)] for _ in prompts]  # boxes 6, 7, 8, 6, ...
+
+    settings = ev.EvalSettings(model="scripted", k=4, max_new_tokens=8)
+    monkeypatch.setattr(generation, "generate", lambda *a, **kw: scripted(*a, fail=len(calls) == 1, **kw))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ev.evaluate(settings, tmp_path, benchmarks=["math500", "amc23"], data_dir=run["data"])
+    assert (tmp_path / "samples" / "math500.json").is_file() and not (tmp_path / "results.json").exists()
+    monkeypatch.setattr(generation, "generate", scripted)
+    results = ev.evaluate(settings, tmp_path, benchmarks=["math500", "amc23"], data_dir=run["data"])
+    assert calls == [3, 2, 2]  # math500 once; amc23 failed, then sampled once more
+    # gold 7: one box of 4 (j = 1) is 7 -> 0.25; gold 9: 0
+    assert results["benchmarks"]["math500"]["per_question_acc"] == [0.25, 0.25, 0.0]
+    assert results["benchmarks"]["amc23"]["per_question_acc"] == [0.25, 0.0]
+    assert json.loads((tmp_path / "results.json").read_text())["average"] == pytest.approx((100 / 6 + 12.5) / 2)

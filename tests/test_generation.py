@@ -25,11 +25,11 @@ def test_chat_template_ends_with_assistant_header(tiny_chat):
 
 
 def test_sampling_shape_and_seed_determinism(tiny_chat):
-    kw = dict(n=3, temperature=1.0, max_new_tokens=12, batch_size=4, progress=False)
+    kw = dict(n=2, temperature=1.0, max_new_tokens=8, batch_size=4, progress=False)
     a = generate(tiny_chat, PROMPTS, seed=1, **kw)
     b = generate(tiny_chat, PROMPTS, seed=1, **kw)
     c = generate(tiny_chat, PROMPTS, seed=2, **kw)
-    assert len(a) == 2 and all(len(r) == 3 for r in a) and all(isinstance(s, str) for r in a for s in r)
+    assert len(a) == 2 and all(len(r) == 2 for r in a) and all(isinstance(s, str) for r in a for s in r)
     assert a == b
     assert a != c
     assert len({s for r in a for s in r}) > 1  # samples differ from each other at temperature 1

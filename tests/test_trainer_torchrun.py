@@ -97,3 +97,31 @@ def test_unknown_loss_type_fails_before_training(tiny_model_dir, sft_parquet, tm
     assert proc.returncode != 0
     assert "loss.type='focal' is not supported" in proc.stderr
     assert "dft_geo" in proc.stderr  # lists the supported values
+
+
+def test_iw_sft_reference_aligns_with_trainer_log_probs(tiny_model_dir, sft_parquet, tmp_path):
+    """With the reference = the initial model, iw-SFT's first-step weight is exactly 1: the
+    reference log-probs written by ref_logprobs line up token-for-token with the trainer's."""
+    from dft_verl.trainer.ref_logprobs import compute_ref_logprobs
+
+    ref = compute_ref_logprobs(tiny_model_dir, sft_parquet, str(tmp_path / "ref.parquet"), max_length=128)
+    log = run_trainer(tiny_model_dir, ref, tmp_path / "ckpt", "iw_sft", steps=3)
+    weight = metric_series(log, "dft/weight")
+    assert weight[1] == pytest.approx(1.0, abs=1e-4)
+    assert weight[3] > weight[1] + 0.05  # the policy moved away from the reference on its own data
+    assert max(weight.values()) <= 2.0 + 1e-6  # clipped at w_max
+
+
+def test_ray_variant_trains_and_checkpoints(tiny_model_dir, sft_parquet, tmp_path):
+    cmd = [sys.executable, "-m", "dft_verl.trainer.sft_ray",
+           f"data.train_files={sft_parquet}", f"model.path={tiny_model_dir}",
+           "data.train_batch_size=16", "data.micro_batch_size_per_gpu=4", "data.max_length=128",
+           "trainer.total_training_steps=3", f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+           "optim.lr=3e-3", "loss.type=dft", "trainer.n_gpus_per_node=2", *cpu_overrides()]
+    proc = subprocess.run(cmd, env=cpu_env(), capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    ce = metric_series(log, "dft/ce")
+    assert sorted(ce) == [1, 2, 3]
+    assert ce[3] < ce[1] - 0.05
+    assert (tmp_path / "ckpt" / "global_step_3" / "huggingface" / "model.safetensors").exists()

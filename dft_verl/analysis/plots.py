@@ -85,7 +85,8 @@ def plot_token_prob_histograms(after: Mapping[str, np.ndarray], path: str | os.P
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.5 * rows), squeeze=False, sharey=True)
     for ax, (label, probs) in zip(axes.flat, panels):
         edges, frac = histogram_fractions(probs, bins)
-        ax.bar(edges[:-1], frac, width=np.diff(edges), align="edge", alpha=0.7, label="after training" if after else "base model")
+        ax.bar(edges[:-1], frac, width=np.diff(edges), align="edge", alpha=0.7,
+               label="after training" if after else "base model")
         if before is not None and after:
             b_edges, b_frac = histogram_fractions(before, bins)
             ax.stairs(b_frac, b_edges, color="black", linewidth=1.2, label="base (before)")

@@ -59,7 +59,7 @@ class ReducingClient:
         return getattr(self._client, name)
 
     def _call(self, name, data):
-        out = getattr(self._client, name)(data=data)
+        out = getattr(self._client, name)(data)
         if hasattr(out, "get") and not hasattr(out, "keys"):
             return _ReducedFuture(out)
         return _reduce_output(out)

@@ -47,8 +47,8 @@ def use_reference_dataset(data_config) -> None:
             data_config.custom_cls.name = "RefLogProbSFTDataset"
 
 
-class DFTSFTTrainer(SFTTrainer):
-    """verl's SFT trainer with the dft_verl loss family (``loss.type``)."""
+class LossFamilyMixin:
+    """Reads the ``loss:`` block and checks the SFT files; shared by the torchrun and Ray trainers."""
 
     def _build_config(self):
         self.loss_config = LossConfig.from_config(self.config.get("loss"))
@@ -62,6 +62,10 @@ class DFTSFTTrainer(SFTTrainer):
         if need_ref:
             use_reference_dataset(self.config.data)
         super()._build_dataset()
+
+
+class DFTSFTTrainer(LossFamilyMixin, SFTTrainer):
+    """verl's SFT trainer with the dft_verl loss family (``loss.type``)."""
 
     def _build_engine(self):
         super()._build_engine()
