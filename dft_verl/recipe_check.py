@@ -3,17 +3,19 @@
 A recipe command is parsed the way its launcher would run it (``ray job submit ... --``, ``torchrun ...
 -m``, ``python -m``), then checked by what its entry point is:
 
-- hydra entry points (verl's ``main_ppo`` and SFT trainers, ``dft_verl.trainer.sft``/``sft_ray``): the
-  config the command would run with is composed with hydra's compose API from the same config module or
-  directory and the same overrides (``--config-path``/``--config-name`` honoured). Hydra rejects an
+- hydra entry points (verl's ``main_ppo`` and SFT trainers, ``dft_verl.trainer.sft``/``sft_ray``,
+  ``dft_verl.dpo.train``, ``dft_verl.pipeline``): the config the command would run with is composed
+  with hydra's compose API from the same config module or directory and the same overrides
+  (``--config-path``/``--config-name`` honoured). Hydra rejects an
   override of a key the config does not have; that failure is reported with the key. The composed
   config then goes through the checks the entry point itself makes before it touches a GPU:
   ``main_ppo``: verl's ``validate_config`` (batch sizes, micro-batch settings, actor dataclass),
   the critic dataclass, the advantage estimator, policy loss and rollout names against verl's
   registries, and the custom reward function loaded through verl's own loader;
-  SFT trainers: the optimiser/engine/checkpoint dataclasses and, for ``dft_sft``, the ``loss:`` block.
+  SFT/DPO trainers: the optimiser/engine/checkpoint dataclasses and the ``loss:`` (dft_sft) or ``dpo:``
+  (dpo) block; the pipeline: every mandatory value of the stages it will run.
   Model weights and data files are not opened (a dry run must work on a laptop without them).
-- any other ``python -m`` module (eval, report, DPO, pipeline): the module must exist; when it has a
+- any other ``python -m`` module (eval, report, reference log-probs): the module must exist; when it has a
   ``build_parser()`` returning an ``argparse.ArgumentParser`` the arguments are parsed with it.
 
 Usage:
@@ -45,6 +47,7 @@ HYDRA_ENTRIES: dict[str, tuple[str, str]] = {
     "verl.trainer.sft_trainer_ray": ("pkg://verl.trainer.config", "sft_trainer_engine"),
     "dft_verl.trainer.sft": (str(DFT_VERL_CONFIG_DIR), "dft_sft"),
     "dft_verl.trainer.sft_ray": (str(DFT_VERL_CONFIG_DIR), "dft_sft"),
+    "dft_verl.dpo.train": (str(DFT_VERL_CONFIG_DIR), "dpo"),
     "dft_verl.pipeline": (str(DFT_VERL_CONFIG_DIR / "pipeline"), "pipeline"),
 }
 PIPELINE_STAGES = ("prepare", "sample", "verify", "filter")
@@ -235,16 +238,17 @@ def check_ppo_config(cfg) -> list[str]:
 
 
 def check_sft_config(cfg) -> list[str]:
-    """The dataclass checks verl's engine SFT trainer makes, and dft_sft's ``loss:`` block."""
+    """The dataclass checks verl's engine SFT trainer makes, and the objective block of our configs:
+    ``loss:`` (dft_sft; dft_verl.losses.LossConfig) or ``dpo:`` (dpo; DPOConfig and the pair batching)."""
     from verl.utils.config import omega_conf_to_dataclass
 
     notes = []
-    try:
-        for key in ("optim", "engine", "checkpoint"):
-            if key in cfg:
+    for key in ("optim", "engine", "checkpoint"):
+        if key in cfg:
+            try:
                 omega_conf_to_dataclass(cfg[key])
-    except Exception as e:  # noqa: BLE001
-        raise RecipeCheckError(f"verl rejects the composed config ({key}): {type(e).__name__}: {e}") from None
+            except Exception as e:  # noqa: BLE001
+                raise RecipeCheckError(f"verl rejects the composed config ({key}): {type(e).__name__}: {e}") from None
     if "loss" in cfg:
         from dft_verl.losses import LossConfig
 
@@ -253,6 +257,16 @@ def check_sft_config(cfg) -> list[str]:
         except (ValueError, TypeError) as e:
             raise RecipeCheckError(f"loss block rejected: {e}") from None
         notes.append(f"loss.type={loss.type}")
+    if "dpo" in cfg:
+        from dft_verl.dpo.loss import DPOConfig
+        from dft_verl.dpo.train import check_dpo_data_config
+
+        try:
+            dpo = DPOConfig.from_config(cfg.dpo)
+            check_dpo_data_config(cfg.data, int(cfg.trainer.nnodes) * int(cfg.trainer.n_gpus_per_node))
+        except (ValueError, TypeError) as e:
+            raise RecipeCheckError(f"dpo config rejected: {e}") from None
+        notes.append(f"dpo.beta={dpo.beta}")
     notes.append(f"lr={cfg.optim.lr} scheduler={cfg.optim.lr_scheduler_type} "
                  f"warmup={cfg.optim.lr_warmup_steps_ratio} batch={cfg.data.train_batch_size}")
     return notes

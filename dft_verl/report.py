@@ -312,12 +312,16 @@ def report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, pl
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dft_verl.report", description=__doc__.split("\n\n")[0])
     p.add_argument("runs_dir", help="folder with one sub-folder per Table-3 row (see module docstring)")
     p.add_argument("--out", default=None, help="output folder (default: RUNS_DIR/report)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     written = report(args.runs_dir, args.out, plots=not args.no_plots)
     print(Path(written["table3.md"]).read_text(encoding="utf-8"))

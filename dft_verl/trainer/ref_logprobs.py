@@ -55,15 +55,20 @@ def compute_ref_logprobs(model_path: str, data: str, out: str, max_length: int =
     return out
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m dft_verl.trainer.ref_logprobs", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="reference policy (HF folder or id)")
     ap.add_argument("--data", required=True, help="SFT parquet with a messages column")
     ap.add_argument("--out", required=True, help="output parquet (data + ref_log_probs)")
     ap.add_argument("--max-length", type=int, default=2048, help="must match data.max_length of training")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--messages-key", default="messages")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     print(compute_ref_logprobs(args.model, args.data, args.out, args.max_length, args.device, args.messages_key))
 
 

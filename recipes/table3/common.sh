@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the arrays and paths defined here are used by the run_*.sh sourcing it
 # Shared settings and launch helpers of the Table 3 recipes; sourced by every run_*.sh here.
 #
 # Every setting is an environment variable with a default (below). Paths may be relative to the
@@ -37,16 +39,21 @@ SFT_LR_SCHEDULER=${SFT_LR_SCHEDULER:-cosine}
 SFT_WARMUP_RATIO=${SFT_WARMUP_RATIO:-0.1}
 SFT_EPOCHS=${SFT_EPOCHS:-1}
 SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-4}
+# iw-SFT rows: reference policy of the importance weight (empty: MODEL_PATH) and the weight's clip range
+IW_SFT_REF_MODEL=${IW_SFT_REF_MODEL:-}
+IW_SFT_CLIP=${IW_SFT_CLIP:-[0.5,2.0]}
 # Paper, PPO/GRPO: lr 1e-6, batch 256, warmup 0.1, temperature 1.0 (GRPO n: run_grpo.sh)
 RL_LR=${RL_LR:-1e-6}
 RL_BATCH_SIZE=${RL_BATCH_SIZE:-256}
 RL_WARMUP_RATIO=${RL_WARMUP_RATIO:-0.1}
 RL_TEMPERATURE=${RL_TEMPERATURE:-1.0}
 RL_EPOCHS=${RL_EPOCHS:-1}
-# Paper, DPO: lr 1e-6, batch 128, warmup 0.05
+# Paper, DPO: lr 1e-6, batch 128 pairs, warmup 0.05 (length and epochs as the SFT family)
 DPO_LR=${DPO_LR:-1e-6}
 DPO_BATCH_SIZE=${DPO_BATCH_SIZE:-128}
 DPO_WARMUP_RATIO=${DPO_WARMUP_RATIO:-0.05}
+DPO_MAX_LENGTH=${DPO_MAX_LENGTH:-2048}
+DPO_EPOCHS=${DPO_EPOCHS:-1}
 # Evaluation (python -m dft_verl.eval): benchmark folder (<bench>/test.jsonl; empty: hub copies),
 # backend (empty: vllm on a GPU), extra flags as one string, and whether to evaluate every saved
 # checkpoint into <row>/eval/step_<N> (the report's accuracy-vs-step figure) besides the final one.
@@ -86,26 +93,30 @@ if [[ "$DRY_RUN" == 1 ]]; then
     fi
 fi
 
-cd "$repo_root"
+cd "$repo_root" || exit 1
 # Local runs import dft_verl from this checkout in every process (torchrun ranks, Ray workers).
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 
 # Launcher prefixes. Each ends right before the module's arguments.
 ray_submit=(ray job submit "--address=$RAY_ADDRESS" "--working-dir=$repo_root"
     "--runtime-env-json={\"excludes\": [\".git\", \".venv\", \"runs\", \"checkpoints\", \"outputs\"]}")
+if [[ "$NNODES" -gt 1 ]]; then
+    rendezvous=("--nnodes=$NNODES" "--node_rank=$NODE_RANK" "--master_addr=$MASTER_ADDR" "--master_port=$MASTER_PORT")
+else
+    rendezvous=(--standalone --nnodes=1)
+fi
+torchrun_prefix=(torchrun "${rendezvous[@]}" "--nproc_per_node=$N_GPUS_PER_NODE")
 if [[ -n "$RAY_ADDRESS" ]]; then
     sft_launcher=("${ray_submit[@]}" -- python -m dft_verl.trainer.sft_ray)
+    # No Ray variant of the DPO trainer: one job running torchrun on one node (run_dpo.sh checks NNODES=1)
+    dpo_launcher=("${ray_submit[@]}" "--entrypoint-num-gpus=$N_GPUS_PER_NODE" -- "${torchrun_prefix[@]}" -m dft_verl.dpo.train)
     ppo_launcher=("${ray_submit[@]}" -- python -m verl.trainer.main_ppo)
     gpu_python=("${ray_submit[@]}" "--entrypoint-num-gpus=$EVAL_NUM_GPUS" -- python)
     gpu1_python=("${ray_submit[@]}" --entrypoint-num-gpus=1 -- python)
     cpu_python=("${ray_submit[@]}" -- python)
 else
-    if [[ "$NNODES" -gt 1 ]]; then
-        rendezvous=("--nnodes=$NNODES" "--node_rank=$NODE_RANK" "--master_addr=$MASTER_ADDR" "--master_port=$MASTER_PORT")
-    else
-        rendezvous=(--standalone --nnodes=1)
-    fi
-    sft_launcher=(torchrun "${rendezvous[@]}" "--nproc_per_node=$N_GPUS_PER_NODE" -m dft_verl.trainer.sft)
+    sft_launcher=("${torchrun_prefix[@]}" -m dft_verl.trainer.sft)
+    dpo_launcher=("${torchrun_prefix[@]}" -m dft_verl.dpo.train)
     ppo_launcher=("$PYTHON" -m verl.trainer.main_ppo)
     gpu_python=("$PYTHON")
     gpu1_python=("$PYTHON")
@@ -168,6 +179,23 @@ check_queue() {
     fi
     rm -f "$queue_file"
     exit "$rc"
+}
+
+# node0_writes FILE CMD...: node 0 runs CMD, which writes FILE (on storage all nodes see); the other
+# nodes of a multi-node torchrun wait for FILE before they start training.
+node0_writes() {
+    local file=$1
+    shift
+    if [[ "$NODE_RANK" == 0 ]]; then
+        run_cmd "$@"
+    elif [[ "$DRY_RUN" == 1 ]]; then
+        echo "[node $NODE_RANK] would wait for $file (written by node 0)"
+    else
+        until [[ -f "$file" ]]; do
+            echo "[node $NODE_RANK] waiting for $file (written by node 0)"
+            sleep 30
+        done
+    fi
 }
 
 # latest_step CKPT: the step of the newest checkpoint verl recorded under CKPT ("LATEST" in a dry run).

@@ -24,12 +24,17 @@ for row in "${rows[@]}"; do
     fi
 done
 
-# The rows' dry-run commands go to this script's queue and are checked once, when it exits.
+# The rows get this script's resolved paths (they run from the repository root, not from the caller's
+# directory) and, in a dry run, append their commands to this script's queue, checked once at exit.
+row_env=("DATA_DIR=$data_dir" "RUNS_DIR=$runs_dir" "CKPT_DIR=$ckpt_root" "MODEL_PATH=$model_path")
+if [[ -n "$eval_data_dir" ]]; then
+    row_env+=("EVAL_DATA_DIR=$eval_data_dir")
+fi
 if [[ "$DRY_RUN" == 1 ]]; then
-    export RECIPE_CHECK_QUEUE=$queue_file
+    row_env+=("RECIPE_CHECK_QUEUE=$queue_file")
 fi
 for row in "${rows[@]}"; do
-    bash "$recipes_dir/run_$row.sh"
+    env "${row_env[@]}" bash "$recipes_dir/run_$row.sh"
 done
 
 # The report reads RUNS_DIR only: it runs here, also when the rows went to a Ray cluster.

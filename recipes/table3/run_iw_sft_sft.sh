@@ -5,15 +5,12 @@
 # loss.type=iw_sft, which reads them (dft_verl/losses.py states the weight and its clipping).
 #
 # Usage: bash recipes/table3/run_iw_sft_sft.sh [hydra overrides for dft_verl.trainer.sft ...]
-#   Settings (MODEL_PATH, DATA_DIR, NNODES, N_GPUS_PER_NODE, SFT_LR, ...): see common.sh.
+#   Settings (MODEL_PATH, DATA_DIR, NNODES, N_GPUS_PER_NODE, SFT_LR, IW_SFT_*, ...): see common.sh.
 #   DRY_RUN=1 bash recipes/table3/run_iw_sft_sft.sh     # print and config-check the commands, run nothing
 set -xeuo pipefail
 
 # ---- user-adjustable ----
-# Reference policy of the importance weight (empty: the base model MODEL_PATH)
-IW_SFT_REF_MODEL=${IW_SFT_REF_MODEL:-}
-# Clip range [w_min,w_max] of the per-sequence importance weight
-IW_SFT_CLIP=${IW_SFT_CLIP:-[0.5,2.0]}
+# (shared with the other rows: common.sh, including IW_SFT_REF_MODEL and IW_SFT_CLIP)
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -24,7 +21,7 @@ ref_data=$data_dir/ref_logprobs/sft.parquet
 extra_args=()
 
 # ref_logprobs skips its work when ref_data exists (delete it after changing the reference model).
-run_cmd "${gpu1_python[@]}" -m dft_verl.trainer.ref_logprobs \
+node0_writes "$ref_data" "${gpu1_python[@]}" -m dft_verl.trainer.ref_logprobs \
     --model "$ref_model" --data "$sft_data" --out "$ref_data" --max-length "$SFT_MAX_LENGTH"
 
 train_once "$row" "${sft_launcher[@]}" \
