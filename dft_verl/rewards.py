@@ -24,9 +24,10 @@ Reasons (``Judgement.reason``):
     worker_error    the worker process died on this pair (crash), it was replaced
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: verl may exec this file outside sys.modules, where dataclass
+# cannot resolve string annotations.
 import atexit
+import importlib
 import logging
 import math
 import multiprocessing as mp
@@ -266,7 +267,10 @@ class _MatchWorker:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name="dft-verl-judge")
+        # The target is pickled by module name. verl may load this file under a generated name
+        # (reward.custom_reward_function.path=<file>), which a child cannot import: use the package copy.
+        target = importlib.import_module("dft_verl.rewards")._worker_main
+        proc = self._ctx.Process(target=target, args=(child,), daemon=True, name="dft-verl-judge")
         proc.start()
         child.close()
         if not parent.poll(WORKER_START_TIMEOUT_S):
@@ -400,8 +404,9 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, time
                   **kwargs) -> float:
     """verl custom reward function: 1.0 if ``judge(solution_str, ground_truth)`` is correct else 0.0.
 
-    Use with ``reward.custom_reward_function.path=<this file> reward.custom_reward_function.name=compute_score``
-    (``reward_kwargs.timeout_s`` sets the per-answer limit). ``data_source`` and ``extra_info`` are accepted
+    Use with ``reward.custom_reward_function.path=pkg://dft_verl.rewards`` (a file path works too)
+    ``reward.custom_reward_function.name=compute_score``; ``+reward.custom_reward_function.reward_kwargs.timeout_s``
+    sets the per-answer limit. ``data_source`` and ``extra_info`` are accepted
     for the verl signature; every math source is judged by the same rule.
     """
     return 1.0 if judge(solution_str, ground_truth, timeout_s=timeout_s).correct else 0.0

@@ -151,3 +151,16 @@ def test_hung_answer_times_out_and_the_rest_complete():
     # the shared pool used by judge()/compute_score() is bounded the same way and recovers afterwards
     assert judge("\\boxed{9^{9^{9^{9}}}}", "1", timeout_s=1.0).reason == "timeout"
     assert judge("\\boxed{7}", "7", timeout_s=1.0).reason == "ok"
+
+
+@pytest.mark.parametrize("path", ["pkg://dft_verl.rewards", rewards.__file__])
+def test_loads_as_verl_custom_reward_function(path):
+    """verl loads the function by pkg:// name or from the file under a generated module name; both must be
+    able to start judge workers and score from a reward-loop thread."""
+    from verl.utils.import_utils import load_extern_object
+
+    fn = load_extern_object(module_path=path, object_name="compute_score")
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        scores = list(ex.map(lambda r: fn(data_source="math", solution_str=r, ground_truth="\\frac{1}{2}",
+                                          extra_info={}), ["\\boxed{0.5}", "\\boxed{2}"]))
+    assert scores == [1.0, 0.0]
