@@ -6,7 +6,6 @@ Each stage skips itself when its outputs are up to date, so rerunning after a cr
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import sys
 
@@ -29,20 +28,19 @@ def run(cfg) -> dict:
     return results
 
 
+_SUMMARY_KEYS = {
+    "prepare": ("n_kept", "rejected"),
+    "verify": ("acceptance_rate", "pass_at_k", "reasons"),
+    "filter": ("n_sft", "n_dpo_pairs"),
+}
+
+
+def _summary(results: dict) -> dict:
+    return {stage: {k: results[stage][k] for k in keys} for stage, keys in _SUMMARY_KEYS.items() if stage in results}
+
+
 def main(argv: list[str] | None = None) -> int:
-    overrides = artifacts.cli_overrides(argv, USAGE)
-    if overrides is None:
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    results = run(artifacts.load_config(overrides))
-    summary = {
-        "prepare": {k: results["prepare"][k] for k in ("n_kept", "rejected")} if "prepare" in results else None,
-        "verify": {k: results["verify"][k] for k in ("acceptance_rate", "pass_at_k", "reasons")}
-        if "verify" in results else None,
-        "filter": {k: results["filter"][k] for k in ("n_sft", "n_dpo_pairs")} if "filter" in results else None,
-    }
-    print(json.dumps({k: v for k, v in summary.items() if v is not None}))
-    return 0
+    return artifacts.stage_main(run, USAGE, argv, summary=_summary)
 
 
 if __name__ == "__main__":

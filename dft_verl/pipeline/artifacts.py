@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Mapping
@@ -173,3 +174,14 @@ def cli_overrides(argv: list[str] | None, usage: str) -> list[str] | None:
     if bad:
         raise SystemExit(f"arguments must be hydra overrides key=value, got {bad}\n{usage}")
     return args
+
+
+def stage_main(run, usage: str, argv: list[str] | None = None, summary=None) -> int:
+    """The CLI of every stage and of the driver: parse ``key=value`` overrides, run, print a JSON summary."""
+    overrides = cli_overrides(argv, usage)
+    if overrides is None:
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stats = run(load_config(overrides))
+    print(json.dumps(summary(stats) if summary else stats))
+    return 0

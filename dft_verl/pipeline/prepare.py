@@ -216,13 +216,7 @@ def run(cfg) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    overrides = artifacts.cli_overrides(argv, USAGE)
-    if overrides is None:
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    stats = run(artifacts.load_config(overrides))
-    print(json.dumps({k: stats[k] for k in ("n_kept", "n_sft", "rejected")}))
-    return 0
+    return artifacts.stage_main(run, USAGE, argv, summary=lambda s: {k: s[k] for k in ("n_kept", "n_sft", "rejected")})
 
 
 if __name__ == "__main__":

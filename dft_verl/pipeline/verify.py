@@ -199,12 +199,7 @@ def run(cfg) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    overrides = artifacts.cli_overrides(argv, USAGE)
-    if overrides is None:
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    print(json.dumps(run(artifacts.load_config(overrides))))
-    return 0
+    return artifacts.stage_main(run, USAGE, argv)
 
 
 if __name__ == "__main__":
