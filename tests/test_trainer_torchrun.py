@@ -90,6 +90,28 @@ def test_training_lowers_ce_and_checkpoints_resume(tiny_model_dir, sft_parquet, 
     assert (ckpt / "global_step_6").is_dir()
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["engine.ulysses_sequence_parallel_size=2"],
+        ["model.lora_rank=8", "model.lora_alpha=16", "model.use_remove_padding=False"],
+    ],
+    ids=["ulysses_sp2", "lora_padded_attention"],
+)
+def test_verl_overrides_still_apply_with_dft(tiny_model_dir, sft_parquet, tmp_path, extra):
+    """verl's own sequence-parallel / LoRA / remove-padding switches run under the DFT loss. The
+    first step sees the random initial model, whose CE is close to ln(vocab size)."""
+    import math
+
+    from transformers import AutoConfig
+
+    log = run_trainer(tiny_model_dir, sft_parquet, tmp_path / "ckpt", "dft", steps=2, extra=extra)
+    ce = metric_series(log, "dft/ce")
+    assert sorted(ce) == [1, 2], log[-3000:]
+    assert ce[1] == pytest.approx(math.log(AutoConfig.from_pretrained(tiny_model_dir).vocab_size), abs=0.3)
+    assert ce[2] < ce[1]
+
+
 def test_unknown_loss_type_fails_before_training(tiny_model_dir, sft_parquet, tmp_path):
     cmd = [sys.executable, "-m", "dft_verl.trainer.sft", f"data.train_files={sft_parquet}",
            f"model.path={tiny_model_dir}", "loss.type=focal", *cpu_overrides()]
