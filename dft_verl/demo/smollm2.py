@@ -95,6 +95,8 @@ def convert(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     tokenizer.eos_token = end_of_turn
     tokenizer.pad_token = end_of_turn
     tokenizer.model_max_length = config.max_position_embeddings
+    # BPE text must decode verbatim (the original release sets this false; cleanup strips spaces before ".").
+    tokenizer.clean_up_tokenization_spaces = False
 
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     try:

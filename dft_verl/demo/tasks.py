@@ -10,7 +10,7 @@ more than one split. Families are graded by how many operations a solution needs
     word_add  "N has a X. She gets b more."  a + b                      one step, in words
     word_two  "N has a X. Gets b, gives c."  a + b - c                  two steps, in words
 
-    python -m dft_verl.demo.tasks --out DIR [--n-train 64 --n-test 32 --seed 0 --families add,sub,...]
+    python -m dft_verl.demo.tasks --out DIR [--n-train 64 --n-test 32 --n-format 32 --seed 0 --families add,mul]
 """
 
 from __future__ import annotations
@@ -81,15 +81,16 @@ def make_problems(n: int, seed: int, families: tuple[str, ...] = DEFAULT_FAMILIE
     rng = random.Random(seed)
     seen = set(exclude or ())
     rows: list[dict] = []
-    attempts = 0
+    misses = 0  # consecutive draws that repeated a question
     while len(rows) < n:
-        attempts += 1
-        if attempts > 100 * n + 1000:
-            raise ValueError(f"cannot draw {n} distinct problems from families {list(families)}: too few exist")
         family = families[len(rows) % len(families)]
         question, answer, steps = FAMILIES[family](rng)
         if question in seen:
+            misses += 1
+            if misses > 2000:
+                raise ValueError(f"cannot draw {n} distinct problems from families {list(families)}: too few exist")
             continue
+        misses = 0
         seen.add(question)
         rows.append({
             "index": len(rows),
@@ -113,13 +114,53 @@ def write_jsonl(rows: list[dict], path: str | os.PathLike) -> Path:
     return path
 
 
+def read_task_file(path: str | os.PathLike) -> list[dict]:
+    """Rows of a user-supplied .jsonl task file (objects; the prepare stage checks their fields)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"task file not found: {path}")
+    if path.suffix != ".jsonl":
+        raise ValueError(f"{path}: task files must be .jsonl (one JSON object per line)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def split_rows(rows: list[dict], n_test: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, test): `n_test` rows chosen by a seeded permutation are held out; both keep the file order."""
+    if not 0 < n_test < len(rows):
+        raise ValueError(f"cannot hold out {n_test} of {len(rows)} rows: need 0 < n_test < number of rows")
+    held = set(random.Random(seed).sample(range(len(rows)), n_test))
+    train = [r for i, r in enumerate(rows) if i not in held]
+    test = [r for i, r in enumerate(rows) if i in held]
+    return train, test
+
+
 def write_task(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int = 0,
-               families: tuple[str, ...] = DEFAULT_FAMILIES) -> dict[str, Path]:
-    """Write `train.jsonl` and `test.jsonl` (disjoint questions) under `out_dir`; return their paths."""
+               families: tuple[str, ...] = DEFAULT_FAMILIES, n_format: int = 0) -> dict[str, Path]:
+    """Write `train.jsonl`, `test.jsonl` (and `format.jsonl` when n_format > 0) under `out_dir`; return their paths.
+
+    No question appears in two files. train/test do not depend on n_format (format is drawn last)."""
     train = make_problems(n_train, seed, families)
     test = make_problems(n_test, seed + 1, families, exclude={r["question"] for r in train})
     out_dir = Path(out_dir)
-    return {"train": write_jsonl(train, out_dir / "train.jsonl"), "test": write_jsonl(test, out_dir / "test.jsonl")}
+    paths = {"train": write_jsonl(train, out_dir / "train.jsonl"), "test": write_jsonl(test, out_dir / "test.jsonl")}
+    if n_format > 0:
+        used = {r["question"] for r in train + test}
+        paths["format"] = write_jsonl(make_problems(n_format, seed + 2, families, exclude=used), out_dir / "format.jsonl")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,9 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-train", type=int, default=64)
     parser.add_argument("--n-test", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-format", type=int, default=0, help="also write format.jsonl (warm-up gold solutions)")
     parser.add_argument("--families", default=",".join(DEFAULT_FAMILIES))
     args = parser.parse_args(argv)
-    paths = write_task(args.out, args.n_train, args.n_test, args.seed, tuple(args.families.split(",")))
+    paths = write_task(args.out, args.n_train, args.n_test, args.seed, tuple(args.families.split(",")), args.n_format)
     for split, path in paths.items():
         print(f"{split}: {path}")
 

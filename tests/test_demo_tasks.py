@@ -1,0 +1,130 @@
+"""The demo's task generator, config loading and table: fast checks on hand-worked values."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from dft_verl.demo import tasks
+from dft_verl.demo.run import load_config, training_command
+from dft_verl.rewards import last_boxed, verify_many
+
+
+def _evaluate_question(family: str, question: str) -> int:
+    """The answer recomputed from the question text alone (independent of the generator's arithmetic)."""
+    nums = [int(x) for x in re.findall(r"\d+", question)]
+    if family == "add":
+        return nums[0] + nums[1]
+    if family == "sub":
+        return nums[0] - nums[1]
+    if family == "mul":
+        return nums[0] * nums[1]
+    if family == "word_add":
+        return nums[0] + nums[1]
+    if family == "word_two":
+        return nums[0] + nums[1] - nums[2]
+    raise AssertionError(family)
+
+
+def test_answers_match_questions_and_solutions_box_them():
+    rows = tasks.make_problems(50, seed=3)
+    assert [r["index"] for r in rows] == list(range(50))
+    assert {r["family"] for r in rows} == set(tasks.DEFAULT_FAMILIES)
+    for r in rows:
+        expected = _evaluate_question(r["family"], r["question"])
+        assert r["answer"] == str(expected), r
+        assert expected >= 0
+        assert last_boxed(r["solution"]) == r["answer"]
+        # every intermediate equation in the gold solution is true arithmetic
+        for lhs, rhs in re.findall(r"(\d+(?: [-+*] \d+)+) = (\d+)", r["solution"]):
+            assert eval(lhs) == int(rhs), r["solution"]  # noqa: S307 - digits and + - * only
+
+
+def test_gold_solutions_pass_the_project_judge():
+    rows = tasks.make_problems(10, seed=0)
+    verdicts = verify_many([r["solution"] for r in rows], [r["answer"] for r in rows], progress=False)
+    assert [v.reason for v in verdicts] == ["ok"] * 10
+
+
+def test_generation_is_seeded_and_splits_are_disjoint(tmp_path):
+    a = tasks.write_task(tmp_path / "a", n_train=30, n_test=10, seed=7)
+    b = tasks.write_task(tmp_path / "b", n_train=30, n_test=10, seed=7)
+    c = tasks.write_task(tmp_path / "c", n_train=30, n_test=10, seed=8)
+    assert a["train"].read_bytes() == b["train"].read_bytes()
+    assert a["test"].read_bytes() == b["test"].read_bytes()
+    assert a["train"].read_bytes() != c["train"].read_bytes()
+    train = [json.loads(x) for x in a["train"].read_text().splitlines()]
+    test = [json.loads(x) for x in a["test"].read_text().splitlines()]
+    assert len(train) == 30 and len(test) == 10
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+    assert len({r["question"] for r in train}) == 30
+
+
+def test_prepare_stage_reads_the_task_files(tmp_path):
+    from dft_verl.pipeline import artifacts, prepare
+
+    paths = tasks.write_task(tmp_path / "task", n_train=6, n_test=2, seed=0, families=("mul", "word_two"))
+    cfg = artifacts.load_config([f"out_dir={tmp_path / 'p'}", f"prepare.source={paths['train']}",
+                                 "sample.model_path=unused"])
+    stats = prepare.run(cfg)
+    assert stats["n_kept"] == 6 and stats["n_sft"] == 6 and stats["rejected"] == {}
+    rl = pd.read_parquet(tmp_path / "p" / "prepare" / "rl.parquet")
+    rows = [json.loads(x) for x in paths["train"].read_text().splitlines()]
+    assert sorted(r["ground_truth"] for r in rl["reward_model"]) == sorted(r["answer"] for r in rows)
+
+
+def test_unknown_family_and_impossible_sizes_are_refused():
+    with pytest.raises(ValueError, match="supported"):
+        tasks.make_problems(3, 0, ("add", "division"))
+    with pytest.raises(ValueError, match="too few"):
+        tasks.make_problems(10_000, 0, ("mul",))  # only 8 * 8 = 64 distinct products exist
+
+
+def test_user_files_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?", "answer": "2"}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: expected a JSON object"):
+        tasks.read_task_file(bad)
+    bad.write_text('{"question": "1+1?"\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
+        tasks.read_task_file(bad)
+
+
+def test_split_rows_holds_out_exactly_n_in_file_order():
+    rows = [{"question": f"q{i}", "answer": str(i)} for i in range(10)]
+    train, test = tasks.split_rows(rows, 3, seed=1)
+    assert len(train) == 7 and len(test) == 3
+    assert sorted(r["question"] for r in train + test) == sorted(r["question"] for r in rows)
+    assert [int(r["answer"]) for r in test] == sorted(int(r["answer"]) for r in test)
+    assert tasks.split_rows(rows, 3, seed=1) == (train, test)
+    with pytest.raises(ValueError, match="cannot hold out"):
+        tasks.split_rows(rows, 10, seed=1)
+
+
+def test_config_layers_and_rejects_unknown_keys(tmp_path):
+    cfg = load_config()
+    assert cfg.sample.n == 4 and cfg.sample.temperature == 1.0
+    assert dict(cfg.train.methods.dft) == {"data": "filtered", "loss": "dft"}
+    assert dict(cfg.train.methods.sft) == {"data": "gold", "loss": "sft"}
+    fast = load_config(fast=True)
+    assert fast.task.n_train < cfg.task.n_train and fast.train.steps <= cfg.train.steps
+    over = load_config(fast=True, overrides=["train.steps=3", "eval.k=2"])
+    assert over.train.steps == 3 and over.eval.k == 2 and over.task.n_train == fast.task.n_train
+    with pytest.raises(ValueError, match="stepz"):
+        load_config(overrides=["train.stepz=3"])
+    with pytest.raises(ValueError, match="supported: gold, filtered"):
+        load_config(overrides=["train.methods.rft.data=samples"])
+
+
+def test_training_command_carries_the_demo_settings(tmp_path):
+    cfg = load_config(overrides=["train.steps=5", "train.lr=1e-4", "train.extra_overrides=[optim.weight_decay=0.0]"])
+    cmd = training_command("/m", tmp_path / "d.parquet", tmp_path / "ckpt", "dft", "dft", cfg.train, seed=3)
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.train.nproc}"]
+    assert "-m" in cmd and "dft_verl.trainer.sft" in cmd
+    for expected in ("loss.type=dft", "trainer.total_training_steps=5", "optim.lr=0.0001", "trainer.device=cpu",
+                     "engine.strategy=fsdp2", "checkpoint.save_contents=[hf_model]", "trainer.seed=3",
+                     f"trainer.default_local_dir={tmp_path / 'ckpt'}", "optim.weight_decay=0.0"):
+        assert expected in cmd, expected
+    # the epoch loop must be long enough to reach the last step, where verl saves the model
+    assert "trainer.total_epochs=5" in cmd
