@@ -22,7 +22,7 @@ from pathlib import Path
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="prepare -> sample -> verify -> filter -> SFT/RFT/DFT -> eval -> table, on CPU",
                        description="Run the DFT demo end to end on CPU; a second run reuses finished stages.")
-    p.add_argument("--fast", action="store_true", help="smaller sizes (demo_fast.yaml): a few minutes")
+    p.add_argument("--fast", action="store_true", help="smaller sizes (demo_fast.yaml): about 9 minutes on 2 cores")
     p.add_argument("--out", default=None, help="output folder (default: runs/demo, or runs/demo_fast with --fast)")
     p.add_argument("--config", default=None, help="a yaml layered over demo.yaml")
     p.add_argument("--model", default=None, help="HF model folder instead of the packaged SmolLM2-135M-Instruct")
@@ -76,7 +76,8 @@ def run_demo(args) -> dict:
         summary = Demo(cfg).run()
         print(list_outputs(out))
         timings = ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings"].items() if k != "total")
-        print(f"Stage times: {timings}; total {summary['timings']['total'] / 60:.1f} min")
+        total = summary["timings"]["total"]
+        print(f"Stage times: {timings}; total " + (f"{total / 60:.1f} min" if total >= 60 else f"{total:.0f} s"))
         if summary["skipped"]:
             print(f"Reused from an earlier run: {', '.join(summary['skipped'])}")
         print(f"Table: {out / 'report' / 'table.md'}   Plots: {out / 'report'}   Log: {log_path}")

@@ -39,7 +39,8 @@ def main(out: str = "runs/demo") -> None:
         hit = verified[verified["reason"] == reason]
         if len(hit):
             r = hit.iloc[0]
-            print(f"\n[{reason}] gold {r['ground_truth']!r}, extracted {r['pred']!r}:\n{r['response'][:300]}")
+            pred = r["pred"] if isinstance(r["pred"], str) else None
+            print(f"\n[{reason}] gold {r['ground_truth']!r}, extracted {pred!r}:\n{r['response'][:300]}")
 
     show("filter (data/train/filter/sft.parquet: RFT and DFT training data)")
     filtered = pd.read_parquet(out / "data" / "train" / "filter" / "sft.parquet")

@@ -107,7 +107,7 @@ def test_every_stage_output_is_well_formed(demo_run):
     # filter: only correct responses, and the judge agrees on each of them again
     filtered = pd.read_parquet(out / "data/train/filter/sft.parquet")
     assert 0 < len(filtered) <= int(verified["correct"].sum())
-    by_index = dict(zip(rl["extra_info"].map(lambda e: e["index"]), rl["reward_model"].map(lambda r: r["ground_truth"])))
+    by_index = {e["index"]: r["ground_truth"] for e, r in zip(rl["extra_info"], rl["reward_model"])}
     again = verify_many([m[-1]["content"] for m in filtered["messages"]],
                         [by_index[e["index"]] for e in filtered["extra_info"]], progress=False)
     assert all(v.correct for v in again)
@@ -176,7 +176,8 @@ def test_rerun_resumes_and_rewrites_nothing(demo_run):
     changed = sorted(k for k in before if k not in volatile and after.get(k) != before[k])
     assert changed == []
     assert sorted(set(after) - set(before)) == []
-    assert {"task", "train warmup", "train sft", "train rft", "train dft", "eval base", "eval dft",
+    assert {"task", "format/prepare", "train/prepare", "train/sample", "train/verify", "train/filter",
+            "test/prepare", "train warmup", "train sft", "train rft", "train dft", "eval base", "eval dft",
             "token_probs dft"} <= set(
         second["skipped"])
     assert second["timings"]["train"] < 5 and second["timings"]["eval"] < 5

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -125,7 +124,8 @@ def plot_accuracy(rows: list[dict], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.6))
     xs = range(len(rows))
     ys = [r["avg_at_k"] for r in rows]
-    err = [[y - (r["ci95"] or [y, y])[0] for y, r in zip(ys, rows)], [(r["ci95"] or [y, y])[1] - y for y, r in zip(ys, rows)]]
+    cis = [r["ci95"] or [y, y] for y, r in zip(ys, rows)]
+    err = [[y - ci[0] for y, ci in zip(ys, cis)], [ci[1] - y for y, ci in zip(ys, cis)]]
     colors = ["#bbbbbb" if r["model"] in ("raw", "base") else f"C{i}" for i, r in enumerate(rows)]
     ax.bar(xs, ys, yerr=err, capsize=4, color=colors)
     ax.set_xticks(list(xs), [r["model"] for r in rows])
@@ -219,10 +219,3 @@ def list_outputs(out_dir: Path) -> str:
         if (out_dir / rel).exists():
             lines.append(f"  {rel:22s} {what}")
     return "\n".join(lines)
-
-
-def folder_size_mb(path: Path) -> float:
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total / 1e6

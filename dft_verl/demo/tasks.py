@@ -159,7 +159,8 @@ def write_task(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int 
     paths = {"train": write_jsonl(train, out_dir / "train.jsonl"), "test": write_jsonl(test, out_dir / "test.jsonl")}
     if n_format > 0:
         used = {r["question"] for r in train + test}
-        paths["format"] = write_jsonl(make_problems(n_format, seed + 2, families, exclude=used), out_dir / "format.jsonl")
+        rows = make_problems(n_format, seed + 2, families, exclude=used)
+        paths["format"] = write_jsonl(rows, out_dir / "format.jsonl")
     return paths
 
 
