@@ -3,12 +3,13 @@
 import math
 import os
 import random
-import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+
+from dft_verl.trainer.metrics import metric_series
 import torch
 
 from dft_verl.dpo.data import (
@@ -413,16 +414,6 @@ def test_config_composes_with_paper_defaults():
 # ---------------------------------------------------------------------------
 # the real trainer: 2 ranks under torchrun (gloo, CPU platform)
 # ---------------------------------------------------------------------------
-
-
-def metric_series(log, key):
-    """{step: value} of ``key`` from verl's console logger lines ``step:N - key:value - ...``."""
-    series = {}
-    for m in re.finditer(r"step:(\d+) - (.*)", log):
-        kv = dict(re.findall(r"([\w/()]+):([-\d.e+]+)", m.group(2)))
-        if key in kv:
-            series[int(m.group(1))] = float(kv[key])
-    return series
 
 
 @pytest.mark.slow

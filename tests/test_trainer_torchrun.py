@@ -1,13 +1,13 @@
 """The real verl engine SFT trainer under torchrun (2 ranks, gloo, CPU platform) with dft_verl losses."""
 
-import os
 import random
-import re
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+
+from dft_verl.trainer.metrics import metric_series
 
 from dft_verl.trainer.overrides import cpu_env, cpu_overrides
 
@@ -48,16 +48,6 @@ def run_trainer(model, data, ckpt, loss_type, steps, extra=()):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     return out
-
-
-def metric_series(log, key):
-    """{step: value} of ``key`` from verl's console logger lines ``step:N - key:value - ...``."""
-    series = {}
-    for m in re.finditer(r"step:(\d+) - (.*)", log):
-        kv = dict(re.findall(r"([\w/()]+):([-\d.e+]+)", m.group(2)))
-        if key in kv:
-            series[int(m.group(1))] = float(kv[key])
-    return series
 
 
 @pytest.mark.parametrize("loss_type", ["dft", "sft"])

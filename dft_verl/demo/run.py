@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -548,15 +547,13 @@ def training_env(tc) -> dict[str, str]:
     return env
 
 
-_STEP_LINE = re.compile(r"step:(\d+) - (.*)")
-_METRIC = re.compile(r"([\w/()]+):([-\d.e+]+)")
-
-
 def run_logged(cmd: list[str], env: dict, log_path: Path, total_steps: int, desc: str) -> dict[int, dict]:
     """Run ``cmd`` with its output in ``log_path``, a progress bar over verl's ``step:N - k:v`` console lines.
 
     Returns {step: {metric: value}}; raises with the log's tail when the command fails."""
     from tqdm.auto import tqdm
+
+    from dft_verl.trainer.metrics import parse_step_line
 
     metrics: dict[int, dict] = {}
     with open(log_path, "w") as log, tqdm(total=total_steps, desc=desc, unit="step") as bar:
@@ -564,10 +561,9 @@ def run_logged(cmd: list[str], env: dict, log_path: Path, total_steps: int, desc
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            m = _STEP_LINE.search(line)
-            if m:
-                step = int(m.group(1))
-                metrics[step] = {k: float(v) for k, v in _METRIC.findall(m.group(2))}
+            parsed = parse_step_line(line)
+            if parsed:
+                step, metrics[step] = parsed
                 loss = metrics[step].get("train/loss")
                 if loss is not None:
                     bar.set_postfix(loss=f"{loss:.4f}", refresh=False)

@@ -121,18 +121,9 @@ def read_task_file(path: str | os.PathLike) -> list[dict]:
         raise FileNotFoundError(f"task file not found: {path}")
     if path.suffix != ".jsonl":
         raise ValueError(f"{path}: task files must be .jsonl (one JSON object per line)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    from dft_verl.pipeline.prepare import read_jsonl
+
+    rows = read_jsonl(path)
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows

@@ -9,6 +9,7 @@ by their mean.
 
 from __future__ import annotations
 
+import re
 from itertools import chain
 
 import numpy as np
@@ -69,3 +70,26 @@ class ReducingClient:
 
     def infer_batch(self, data):
         return self._call("infer_batch", data)
+
+
+# verl's console logger prints one line per step: "step:N - key:value - key:value ..."
+STEP_LINE = re.compile(r"step:(\d+) - (.*)")
+METRIC = re.compile(r"([\w/()]+):([-\d.e+]+)")
+
+
+def parse_step_line(line: str) -> tuple[int, dict[str, float]] | None:
+    """(step, {metric: value}) of one verl console-logger line, or None for any other line."""
+    m = STEP_LINE.search(line)
+    if m is None:
+        return None
+    return int(m.group(1)), {k: float(v) for k, v in METRIC.findall(m.group(2))}
+
+
+def metric_series(log: str, key: str) -> dict[int, float]:
+    """{step: value} of ``key`` over a whole trainer log."""
+    series = {}
+    for line in log.splitlines():
+        parsed = parse_step_line(line)
+        if parsed is not None and key in parsed[1]:
+            series[parsed[0]] = parsed[1][key]
+    return series
