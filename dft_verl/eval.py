@@ -259,7 +259,7 @@ def evaluate_benchmark(
 
 
 def build_results(settings: EvalSettings, summaries: dict[str, dict]) -> dict:
-    """The results.json object (schema in CONVENTIONS.md), benchmarks in canonical order."""
+    """The results.json object (schema in this module's docstring), benchmarks in canonical order."""
     ordered = {b: summaries[b] for b in BENCHMARKS if b in summaries}
     results = {"model": settings.model, "k": settings.k, "temperature": settings.temperature,
                "max_new_tokens": settings.max_new_tokens, "seed": settings.seed, "limit": settings.limit,

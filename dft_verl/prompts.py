@@ -10,7 +10,7 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 
 
 def build_user_content(question: str) -> str:
-    """Question text, a newline, then INSTRUCTION (the RL parquet contract in CONVENTIONS.md)."""
+    """Question text, a newline, then INSTRUCTION (the RL parquet schema written by dft_verl.pipeline.prepare)."""
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"question must be a non-empty string, got {question!r}")
     return question.strip() + "\n" + INSTRUCTION
