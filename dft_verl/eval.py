@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Sequence
 import pandas as pd
 
 from dft_verl.benchmarks import BENCHMARKS, HF_SOURCES, HFSource, Question, check_names, load_benchmark
+from dft_verl.pipeline.artifacts import atomic_write
 
 logger = logging.getLogger("dft_verl.eval")
 
@@ -111,27 +111,6 @@ def summarize_samples(samples: pd.DataFrame, k: int, where: str = "samples") -> 
 
 
 # ---------------------------------------------------------------- atomic writes
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a tmp file next to `path`, then os.replace it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

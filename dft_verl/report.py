@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Sequence
 
 from dft_verl.benchmarks import BENCHMARKS, DISPLAY_NAMES
-from dft_verl.eval import atomic_write, average_over_benchmarks, mean_ci95
+from dft_verl.eval import average_over_benchmarks, mean_ci95
+from dft_verl.pipeline.artifacts import atomic_write
 
 logger = logging.getLogger("dft_verl.report")
 
@@ -207,14 +208,14 @@ def to_csv_rows(table: list[tuple[Row, dict | None]]) -> list[dict]:
     return rows
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike, text: str) -> Path:
     """Text file written atomically."""
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
 
-    atomic_write(Path(path), write)
+    return atomic_write(Path(path), write)
 
 
 def csv_text(records: list[dict]) -> str:

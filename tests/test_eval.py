@@ -181,7 +181,7 @@ def test_cli_adds_a_benchmark_to_the_same_folder(run, capsys):
     assert results["benchmarks"]["aime24"]["per_question_acc"] == pytest.approx(hand_judge(samples))
     assert results["benchmarks"]["math500"] == run["results"]["benchmarks"]["math500"]
     assert "aime24" in capsys.readouterr().out
-    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.tmp*"))
 
 
 def test_interrupted_run_resumes_without_resampling(run, tmp_path, monkeypatch):

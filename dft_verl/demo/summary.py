@@ -20,19 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from dft_verl.eval import atomic_write, mean_ci95
+from dft_verl.eval import mean_ci95
+from dft_verl.pipeline.artifacts import atomic_write
+from dft_verl.report import write_text
 
 NO_ANSWER = ("no_answer", "empty_response")
 TRAIN_DATA_LABEL = {"gold": "gold solutions", "filtered": "filtered self-samples"}
-
-
-def _write_text(path: Path, text: str) -> Path:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-    return path
 
 
 def model_row(name: str, results_path: Path) -> dict:
@@ -178,8 +171,8 @@ def write_report(report_dir: Path, cfg, evals: dict[str, Path], token_probs: dic
              f"{verify['n_responses']} responses to {verify['n_questions']} training questions "
              f"(accuracy {100 * verify['acceptance_rate']:.1f}%); {filt['n_sft']} correct ones train RFT and DFT.")
     md = to_markdown(rows, title)
-    files = {"table.md": _write_text(report_dir / "table.md", md),
-             "table.csv": _write_text(report_dir / "table.csv", to_csv(rows)),
+    files = {"table.md": write_text(report_dir / "table.md", md),
+             "table.csv": write_text(report_dir / "table.csv", to_csv(rows)),
              "accuracy.png": plot_accuracy(rows, report_dir / "accuracy.png", f"{cfg.task.name} (held out)")}
     curves = train_curves(out_dir, list(cfg.train.methods))
     if curves:

@@ -32,29 +32,40 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
-def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` (no index) to ``path`` via a tmp file in the same folder + os.replace."""
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp)`` on a tmp file next to ``path`` (``<name>.tmp-<pid>``), then os.replace it onto ``path``.
+
+    A killed writer leaves only the tmp file, which ``remove_stale_tmp`` deletes; ``path`` is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
     try:
-        df.to_parquet(tmp, index=False)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` (no index) to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def write_json_atomic(obj, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def shard_paths(shard_dir: str | os.PathLike, n_items: int, shard_size: int) -> tuple[list[Path], list[int]]:
+    """Shard files for ``n_items`` rows in shards of ``shard_size`` under ``shard_dir`` (created, stale tmp files
+    removed); returns (every shard's path, indices of the shards not written yet)."""
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(shard_dir)
+    n_shards = (n_items + shard_size - 1) // shard_size
+    paths = [shard_dir / f"shard-{s:05d}.parquet" for s in range(n_shards)]
+    return paths, [s for s in range(n_shards) if not paths[s].exists()]
 
 
 def remove_stale_tmp(folder: str | os.PathLike) -> int:

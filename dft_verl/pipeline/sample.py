@@ -87,11 +87,8 @@ def run(cfg) -> dict:
         return json.loads((out / "sample_stats.json").read_text())
     questions = load_questions(sc.input)
     shard_dir = out / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.remove_stale_tmp(shard_dir)
-    n_shards = (len(questions) + sc.shard_size - 1) // sc.shard_size
-    paths = [shard_dir / f"shard-{s:05d}.parquet" for s in range(n_shards)]
-    todo = [s for s in range(n_shards) if not paths[s].exists()]
+    paths, todo = artifacts.shard_paths(shard_dir, len(questions), sc.shard_size)
+    n_shards = len(paths)
     logger.info("sample: %d questions in %d shards, %d to generate", len(questions), n_shards, len(todo))
     for done, s in enumerate(todo, 1):
         chunk = questions.iloc[s * sc.shard_size : (s + 1) * sc.shard_size]

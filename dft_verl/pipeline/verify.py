@@ -171,11 +171,8 @@ def run(cfg) -> dict:
     if missing:
         raise ValueError(f"{vc.input}: not a samples parquet, missing column(s) {sorted(missing)}")
     shard_dir = out / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.remove_stale_tmp(shard_dir)
-    n_shards = (len(samples) + vc.shard_size - 1) // vc.shard_size
-    paths = [shard_dir / f"shard-{s:05d}.parquet" for s in range(n_shards)]
-    todo = [s for s in range(n_shards) if not paths[s].exists()]
+    paths, todo = artifacts.shard_paths(shard_dir, len(samples), vc.shard_size)
+    n_shards = len(paths)
     logger.info("verify: %d responses in %d shards, %d to judge (%s)", len(samples), n_shards, len(todo),
                 "ray" if vc.use_ray else "process pool")
     t0 = time.perf_counter()
