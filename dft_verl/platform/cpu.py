@@ -124,11 +124,12 @@ class PlatformCPU(PlatformBase):
 
 
 def _register_cpu_engines() -> None:
-    """Register verl's FSDP engines (language and value model) for device "cpu"."""
+    """Register the FSDP engines (language and value model, ``dft_verl.platform.engines``) for device "cpu"."""
     from verl.workers.engine.base import EngineRegistry
-    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 
-    for model_type, engine_cls in (("language_model", FSDPEngineWithLMHead), ("value_model", FSDPEngineWithValueHead)):
+    from dft_verl.platform.engines import CPUFSDPEngineWithLMHead, CPUFSDPEngineWithValueHead
+
+    for model_type, engine_cls in (("language_model", CPUFSDPEngineWithLMHead), ("value_model", CPUFSDPEngineWithValueHead)):
         registry = EngineRegistry._engines.get(model_type, {})
         if all(CPU_PLATFORM in registry.get(b, {}) for b in ("fsdp", "fsdp2")):
             continue
@@ -154,3 +155,15 @@ def init_distributed(timeout_s: int = 3600) -> tuple[int, int, int]:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
     return int(os.environ.get("LOCAL_RANK", 0)), torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def init_ray_worker_distributed() -> None:
+    """In a verl Ray worker on the CPU platform: register the CPU engines and start a plain gloo group
+    from the RANK/WORLD_SIZE verl set (verl then skips its own initialiser). Elsewhere: nothing."""
+    if not use_cpu_platform():
+        return
+    _register_cpu_engines()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(
+            backend="gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"])
+        )

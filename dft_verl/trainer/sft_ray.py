@@ -16,30 +16,12 @@ import os
 import hydra
 import ray
 from verl.trainer.sft_trainer_ray import SFTTrainer as RaySFTTrainer
-from verl.workers.engine_workers import TrainingWorker
 
 from dft_verl.losses import LossConfig, make_loss_fn
 from dft_verl.platform.cpu import use_cpu_platform
+from dft_verl.platform.workers import GlooReadyTrainingWorker
 from dft_verl.trainer.metrics import ReducingClient
 from dft_verl.trainer.sft import LossFamilyMixin, select_platform
-
-
-class GlooReadyTrainingWorker(TrainingWorker):
-    """verl's ``TrainingWorker``; on the CPU platform it first opens a plain gloo process group
-    (verl's Ray initialiser would ask for ``cpu:gloo,cpu:gloo``) and registers the CPU engine."""
-
-    def __init__(self, config):
-        if use_cpu_platform():
-            import torch.distributed
-
-            from dft_verl.platform.cpu import _register_cpu_engines
-
-            _register_cpu_engines()
-            if not torch.distributed.is_initialized():
-                torch.distributed.init_process_group(
-                    backend="gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"])
-                )
-        super().__init__(config)
 
 
 class DFTRaySFTTrainer(LossFamilyMixin, RaySFTTrainer):

@@ -1,0 +1,126 @@
+"""Token-in/token-out sampling with a transformers causal LM, with vLLM's request semantics.
+
+``sample(model, requests, params, eos_ids, pad_id)`` generates one completion per request in one
+left-padded ``model.generate`` call and returns, per request, the new token ids and (when asked)
+their log-probabilities:
+
+    log_prob_t = log_softmax(z_t / T)[y_t]        z_t: the model's raw logits at step t, T: temperature
+
+which is what verl's actor computes for ``old_log_prob`` (logits divided by the rollout temperature,
+no top-k/top-p renormalisation), so ``training/rollout_probs_diff_*`` measures only numerical
+differences between the two forward passes. Greedy requests (T = 0) report ``log_softmax(z_t)``.
+
+vLLM semantics kept: a completion stops after the first EOS id (which it includes) unless
+``ignore_eos``; each request has its own ``max_tokens``; ``top_k <= 0`` and ``top_p = 1`` disable
+those filters. The model's own ``generation_config`` defaults (a checkpoint's top_k=50, say) are
+never applied: only the parameters given here are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """One request's sampling settings (vLLM's names and conventions).
+
+    temperature: 0 = greedy. top_k: <= 0 disables. top_p: 1.0 disables.
+    repetition_penalty: 1.0 disables (HF's multiplicative penalty, as vLLM's).
+    logprobs: return the sampled tokens' log-probabilities.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    repetition_penalty: float = 1.0
+    logprobs: bool = False
+    ignore_eos: bool = False
+
+    def __post_init__(self):
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+@dataclass(frozen=True)
+class Completion:
+    token_ids: list[int]
+    log_probs: Optional[list[float]]
+    finished_by_eos: bool
+
+
+def _generation_config(params: SamplingParams, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int):
+    from transformers import GenerationConfig
+
+    greedy = params.temperature == 0
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=not greedy,
+        temperature=None if greedy else params.temperature,
+        top_k=None if greedy or params.top_k <= 0 else params.top_k,
+        top_p=None if greedy or params.top_p >= 1 else params.top_p,
+        repetition_penalty=None if params.repetition_penalty == 1 else params.repetition_penalty,
+        eos_token_id=None if params.ignore_eos else list(eos_ids),
+        pad_token_id=pad_id,
+        return_dict_in_generate=True,
+        output_logits=params.logprobs,
+    )
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_tokens: Sequence[int],
+    params: SamplingParams,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    generator_seed: Optional[int] = None,
+) -> list[Completion]:
+    """Complete every prompt (token ids) once; ``max_tokens[i]`` new tokens at most for prompt i.
+
+    One ``model.generate`` call over the left-padded batch (callers choose the batch size).
+    ``generator_seed`` seeds torch's global RNG first, for reproducible sampling.
+    """
+    if len(prompts) != len(max_tokens):
+        raise ValueError(f"{len(prompts)} prompts but {len(max_tokens)} max_tokens")
+    if not prompts:
+        return []
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt: every request needs at least one prompt token")
+    if any(m < 1 for m in max_tokens):
+        raise ValueError(f"max_tokens must be >= 1, got {min(max_tokens)}")
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    if generator_seed is not None:
+        torch.manual_seed(generator_seed)
+    config = _generation_config(params, max(max_tokens), eos_ids, pad_id)
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+    new = out.sequences[:, width:].cpu()
+    log_probs = None
+    if params.logprobs:
+        scale = params.temperature if params.temperature > 0 else 1.0
+        logits = torch.stack(out.logits, dim=1).float().cpu() / scale  # [batch, steps, vocab]
+        log_probs = logits.log_softmax(-1).gather(-1, new[:, : logits.shape[1]].unsqueeze(-1)).squeeze(-1)
+    eos = set() if params.ignore_eos else set(eos_ids)
+    results = []
+    for i, limit in enumerate(max_tokens):
+        tokens = new[i, :limit].tolist()
+        stop = next((j for j, t in enumerate(tokens) if t in eos), None)
+        if stop is not None:
+            tokens = tokens[: stop + 1]
+        lp = log_probs[i, : len(tokens)].tolist() if log_probs is not None else None
+        results.append(Completion(token_ids=tokens, log_probs=lp, finished_by_eos=stop is not None))
+    return results
