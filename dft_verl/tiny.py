@@ -92,3 +92,36 @@ def build_tiny_model(out_dir: str, arch: str = "qwen2", hidden_size: int = 64, n
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+def teach_tiny_model(out_dir, rows: list[dict], steps: int = 120, final_loss: float = 0.3) -> str:
+    """A tiny random Llama (2 layers, hidden 64) fitted to the chat-formatted gold solutions of ``rows``.
+
+    rows: dicts with "question" and "solution" (as ``dft_verl.demo.tasks.make_problems`` writes them).
+    Full-batch AdamW (lr 3e-3) for ``steps`` steps, until the mean token cross-entropy is below
+    ``final_loss`` nats (an error otherwise): sampled at temperature 1.0 it then answers a good share of
+    those questions correctly, so verification, filtering and RL rewards see real correct answers.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dft_verl.prompts import build_prompt
+
+    path = build_tiny_model(str(out_dir), arch="llama", hidden_size=64, num_layers=2)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    texts = [tok.apply_chat_template(build_prompt(r["question"]) + [{"role": "assistant", "content": r["solution"]}],
+                                     tokenize=False) for r in rows]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = model(**enc, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    if loss.item() >= final_loss:
+        raise RuntimeError(f"tiny model did not fit its {len(rows)} solutions: loss {loss.item():.3f} >= {final_loss}")
+    model.save_pretrained(path)
+    return path

@@ -16,39 +16,13 @@ import pandas as pd
 import pytest
 
 from dft_verl.demo import tasks
+from dft_verl.tiny import teach_tiny_model
 
 pytestmark = pytest.mark.slow
 
 N_TRAIN, N_TEST, N_SAMPLES, K, STEPS = 12, 4, 2, 2, 2
 FAMILIES = ("add",)
 MODELS = ("base", "sft", "rft", "dft")
-
-
-def teach_tiny_model(out_dir: Path, rows: list[dict], steps: int = 120) -> str:
-    """A 2-layer Llama (hidden 64) fitted to the chat-formatted gold solutions of ``rows`` (full batch, AdamW)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dft_verl.prompts import build_prompt
-    from dft_verl.tiny import build_tiny_model
-
-    path = build_tiny_model(str(out_dir), arch="llama", hidden_size=64, num_layers=2)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    texts = [tok.apply_chat_template(build_prompt(r["question"]) + [{"role": "assistant", "content": r["solution"]}],
-                                     tokenize=False) for r in rows]
-    enc = tok(texts, padding=True, return_tensors="pt")
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        loss = model(**enc, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    assert loss.item() < 0.3, loss.item()
-    model.save_pretrained(path)
-    return path
 
 
 def run_cli(out: Path, model: str) -> dict:

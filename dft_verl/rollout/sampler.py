@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+from transformers import GenerationConfig
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,6 @@ class Completion:
 
 
 def _generation_config(params: SamplingParams, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int):
-    from transformers import GenerationConfig
-
     greedy = params.temperature == 0
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -107,7 +106,13 @@ def sample(
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
     config = _generation_config(params, max(max_tokens), eos_ids, pad_id)
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+    # transformers fills every setting left unset from model.generation_config (a checkpoint's top_k=50, say):
+    # give it library defaults for the call, so only the parameters above apply.
+    checkpoint_defaults, model.generation_config = model.generation_config, GenerationConfig()
+    try:
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+    finally:
+        model.generation_config = checkpoint_defaults
     new = out.sequences[:, width:].cpu()
     log_probs = None
     if params.logprobs:

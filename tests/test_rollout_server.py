@@ -1,0 +1,237 @@
+"""The hf rollout backend alone: the sampler against plain transformers, the server as a real Ray actor.
+
+References are computed independently: greedy completions with ``model.generate`` on one unpadded prompt at a
+time, log-probabilities with one forward pass over prompt + completion, ``log_softmax(logits / T)``.
+"""
+
+import asyncio
+
+import pytest
+import torch
+
+from dft_verl.rollout.sampler import SamplingParams, sample
+
+PROMPTS = ["What is 12 + 30?", "Natalia sold clips to 48 of her friends.", "x^2 + y = 3", "0 1 2 3 4 5 6 7"]
+
+
+def perturbed(model, seed: int):
+    """A random model this small greedily repeats the prompt's last token whatever its seed; unit Gaussian noise on
+    every weight gives it varied, prompt-dependent output, so padding or weight-sync mistakes change tokens."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param))
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = str(tmp_path_factory.mktemp("rollout") / "model")
+    perturbed(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), seed=0).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_and_prompts(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    prompts = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    assert len({len(p) for p in prompts}) > 1, "prompts of different lengths exercise the left padding"
+    return model, tok, prompts
+
+
+def hf_greedy(model, prompt: list[int], max_new: int, eos: list[int]) -> list[int]:
+    """transformers' greedy decoding of one unpadded prompt, cut after the first EOS as vLLM returns it."""
+    out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                         do_sample=False, max_new_tokens=max_new, eos_token_id=eos, pad_token_id=eos[0])
+    tokens = out[0, len(prompt):].tolist()
+    for j, t in enumerate(tokens):
+        if t in eos:
+            return tokens[: j + 1]
+    return tokens
+
+
+def forward_log_probs(model, prompt: list[int], completion: list[int], temperature: float) -> torch.Tensor:
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
+    return (logits / temperature).log_softmax(-1).gather(-1, torch.tensor(completion).unsqueeze(-1)).squeeze(-1)
+
+
+def test_batched_greedy_equals_transformers_one_by_one(model_and_prompts):
+    model, tok, prompts = model_and_prompts
+    eos = [tok.eos_token_id]
+    got = sample(model, prompts, [12] * len(prompts), SamplingParams(temperature=0), eos, tok.pad_token_id)
+    for prompt, completion in zip(prompts, got):
+        assert completion.token_ids == hf_greedy(model, prompt, 12, eos)
+
+
+def test_log_probs_are_the_actors_tempered_log_softmax(model_and_prompts):
+    model, tok, prompts = model_and_prompts
+    torch.manual_seed(0)
+    got = sample(model, prompts, [10] * len(prompts), SamplingParams(temperature=0.7, logprobs=True),
+                 [tok.eos_token_id], tok.pad_token_id)
+    for prompt, completion in zip(prompts, got):
+        expected = forward_log_probs(model, prompt, completion.token_ids, 0.7)
+        assert torch.allclose(torch.tensor(completion.log_probs), expected, atol=1e-5), (completion, expected)
+
+
+def test_eos_is_kept_and_ends_the_completion_unless_ignored(model_and_prompts):
+    model, tok, prompts = model_and_prompts
+    first = sample(model, prompts[:1], [8], SamplingParams(temperature=0), [tok.eos_token_id], tok.pad_token_id)[0]
+    stop = first.token_ids[2]  # declare the 3rd greedy token an EOS id: generation must end right after it
+    eos = [tok.eos_token_id, stop]
+    cut = sample(model, prompts[:1], [8], SamplingParams(temperature=0), eos, tok.pad_token_id)[0]
+    assert cut.token_ids == first.token_ids[: first.token_ids.index(stop) + 1] and cut.finished_by_eos
+    full = sample(model, prompts[:1], [8], SamplingParams(temperature=0, ignore_eos=True), eos, tok.pad_token_id)[0]
+    assert len(full.token_ids) == 8 and not full.finished_by_eos
+
+
+def test_each_request_keeps_its_own_max_tokens(model_and_prompts):
+    model, tok, prompts = model_and_prompts
+    limits = [3, 9, 1, 6]
+    got = sample(model, prompts, limits, SamplingParams(temperature=1.0, logprobs=True), [], tok.pad_token_id)
+    assert [len(c.token_ids) for c in got] == limits
+    assert [len(c.log_probs) for c in got] == limits
+
+
+def test_checkpoint_generation_defaults_are_not_applied(model_and_prompts):
+    """A checkpoint's generation_config (top_k=1 here: always greedy) must not leak into temperature-1 sampling."""
+    model, tok, prompts = model_and_prompts
+    saved = model.generation_config.top_k
+    model.generation_config.top_k = 1
+    try:
+        torch.manual_seed(1)
+        draws = {tuple(c.token_ids) for c in sample(model, [prompts[0]] * 8, [6] * 8, SamplingParams(temperature=1.0),
+                                                    [], tok.pad_token_id)}
+    finally:
+        model.generation_config.top_k = saved
+    assert len(draws) > 1
+
+
+def test_bad_requests_fail_clearly(model_and_prompts):
+    model, tok, prompts = model_and_prompts
+    with pytest.raises(ValueError, match="max_tokens"):
+        sample(model, prompts[:1], [0], SamplingParams(), [], tok.pad_token_id)
+    with pytest.raises(ValueError, match="empty prompt"):
+        sample(model, [[]], [4], SamplingParams(), [], tok.pad_token_id)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+
+
+# ---------------------------------------------------------------------------------- the server as a Ray actor
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    yield ray
+    ray.shutdown()
+
+
+def rollout_configs(model_dir: str, **rollout):
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    rollout = {"name": "hf", "prompt_length": 64, "response_length": 12, "dtype": "float32", "load_format": "auto",
+               "tensor_model_parallel_size": 1, **rollout}
+    return RolloutConfig(**rollout), HFModelConfig(path=model_dir)
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, model_dir):
+    from dft_verl.rollout.replica import server_name
+    from dft_verl.rollout.server import HFRolloutServer
+
+    config, model_config = rollout_configs(model_dir)
+    handle = ray_session.remote(HFRolloutServer).options(name=server_name(0), max_concurrency=100).remote(
+        config, model_config, 0)
+    ray_session.get(handle.ready.remote())
+    return handle
+
+
+GREEDY = {"temperature": 0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": False}
+
+
+def generate_all(ray, server, prompts, params=GREEDY, concurrent=True):
+    calls = lambda: [server.generate.remote(prompt_ids=p, sampling_params=dict(params), request_id=str(i))  # noqa: E731
+                     for i, p in enumerate(prompts)]
+    if concurrent:
+        return [o.token_ids for o in ray.get(calls())]
+    return [ray.get(server.generate.remote(prompt_ids=p, sampling_params=dict(params), request_id=str(i))).token_ids
+            for i, p in enumerate(prompts)]
+
+
+def test_server_concurrent_requests_equal_one_by_one_and_transformers(ray_session, server, model_and_prompts):
+    model, tok, prompts = model_and_prompts
+    together = generate_all(ray_session, server, prompts * 3)
+    stats = ray_session.get(server.get_stats.remote())
+    assert stats["batches"] < stats["requests"], f"concurrent requests were not batched: {stats}"
+    alone = generate_all(ray_session, server, prompts, concurrent=False)
+    assert together == alone * 3
+    # the response budget: min(response_length, prompt_length + response_length - len(prompt)) = 12
+    assert alone == [hf_greedy(model, p, 12, [tok.eos_token_id]) for p in prompts]
+
+
+def test_server_follows_weight_updates(ray_session, server, model_and_prompts, model_dir):
+    """Weights pushed through the trainer-side adapter change greedy output to the new model's."""
+    from transformers import AutoModelForCausalLM
+
+    from dft_verl.rollout.replica import HFServerAdapter
+
+    model, tok, prompts = model_and_prompts
+    before = generate_all(ray_session, server, prompts)
+    other = perturbed(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), seed=7)
+    config, model_config = rollout_configs(model_dir)
+    adapter = HFServerAdapter(config, model_config, device_mesh=None)
+    weights = ((name, tensor) for name, tensor in other.state_dict().items() if name != "lm_head.weight")  # tied
+    asyncio.run(adapter.update_weights(weights, global_steps=5))
+    after = generate_all(ray_session, server, prompts)
+    assert after != before
+    assert after == [hf_greedy(other, p, 12, [tok.eos_token_id]) for p in prompts]
+    out = ray_session.get(server.generate.remote(prompt_ids=prompts[0], sampling_params=dict(GREEDY), request_id="s"))
+    assert out.extra_fields["global_steps"] == 5 and out.stop_reason == "completed"
+    # back to the original weights for the other tests
+    asyncio.run(adapter.update_weights(iter(model.state_dict().items())))
+    assert generate_all(ray_session, server, prompts) == before
+
+
+def test_server_rejects_incomplete_or_foreign_weights_and_keeps_serving(ray_session, server, model_and_prompts):
+    import ray
+
+    model, _, prompts = model_and_prompts
+    ray.get(server.begin_weight_update.remote())
+    with pytest.raises(ray.exceptions.RayTaskError, match="unknown parameter"):
+        ray.get(server.load_weights.remote({"not.a.weight": torch.zeros(1)}))
+    ray.get(server.load_weights.remote({"model.norm.weight": model.state_dict()["model.norm.weight"]}))
+    with pytest.raises(ray.exceptions.RayTaskError, match="never arrived"):
+        ray.get(server.finish_weight_update.remote())
+    assert len(generate_all(ray_session, server, prompts[:1])[0]) > 0  # the lock was released
+
+
+def test_server_vllm_token_budget(ray_session, server, model_and_prompts):
+    import ray
+
+    _, _, prompts = model_and_prompts
+    short = ray.get(server.generate.remote(prompt_ids=prompts[0], sampling_params={**GREEDY, "max_tokens": 3},
+                                           request_id="a"))
+    assert len(short.token_ids) == 3
+    with pytest.raises(ray.exceptions.RayTaskError, match="no room to generate"):
+        ray.get(server.generate.remote(prompt_ids=[1] * 4096, sampling_params=dict(GREEDY), request_id="b"))
+
+
+def test_unsupported_setups_fail_at_start_up(tiny_model_dir):
+    from verl.workers.config import HFModelConfig
+
+    from dft_verl.rollout.server import check_supported
+
+    with pytest.raises(NotImplementedError, match="lora.merge=True"):
+        check_supported(HFModelConfig(path=tiny_model_dir, lora_rank=8))
+    check_supported(HFModelConfig(path=tiny_model_dir, lora={"rank": 8, "merge": True}))
