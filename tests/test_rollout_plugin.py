@@ -1,0 +1,55 @@
+"""The verl plugin registers the hf rollout backend and the cpu_sync trainer where verl looks them up, and only
+in CPU processes (verl swallows a plugin's import errors, so only a fresh process shows what really registered).
+
+Each check runs ``import verl`` in a new interpreter, as every Ray worker and torchrun rank does.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+PROBE = r"""
+import json, sys
+import verl
+from verl.workers.rollout.replica import RolloutReplicaRegistry
+from verl.workers.rollout import base
+out = {"replicas": sorted(RolloutReplicaRegistry._registry), "adapters": sorted(n for n, _ in base._ROLLOUT_REGISTRY),
+       "trainer_imported": "verl.trainer.ppo.v1.trainer_base" in sys.modules,
+       "rollout_imported": "dft_verl.rollout.replica" in sys.modules}
+if "hf" in out["replicas"]:
+    from verl.trainer.ppo.v1 import get_trainer_cls
+    from verl.workers.rollout.base import get_rollout_class
+    from verl.workers.rollout.replica import get_rollout_replica_class
+    out["replica_cls"] = get_rollout_replica_class("hf").__module__ + "." + get_rollout_replica_class("hf").__name__
+    out["adapter_cls"] = get_rollout_class("hf").__module__ + "." + get_rollout_class("hf").__name__
+    trainer = get_trainer_cls("cpu_sync")
+    out["trainer_cls"] = trainer.__module__ + "." + trainer.__name__
+    out["trainer_mro"] = [c.__name__ for c in trainer.__mro__]
+print("PROBE" + json.dumps(out))
+"""
+
+
+def probe(env_update: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "VERL_PLATFORM"}
+    env.update(env_update)
+    proc = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("PROBE"))
+    return json.loads(line[len("PROBE"):])
+
+
+def test_cpu_processes_get_the_hf_backend_and_the_cpu_trainer_mode():
+    out = probe({"VERL_PLATFORM": "cpu"})
+    assert "hf" in out["replicas"] and "hf" in out["adapters"]
+    assert out["replica_cls"] == "dft_verl.rollout.replica.HFReplica"
+    assert out["adapter_cls"] == "dft_verl.rollout.replica.HFServerAdapter"
+    assert out["trainer_cls"] == "dft_verl.trainer.ppo_cpu.CPUSyncTrainer"
+    assert "PPOTrainerSync" in out["trainer_mro"]  # verl's own sync trainer underneath
+
+
+def test_gpu_processes_import_nothing_more():
+    out = probe({})
+    assert "hf" not in out["replicas"] and "hf" not in out["adapters"]
+    assert not out["trainer_imported"] and not out["rollout_imported"]
+    assert "vllm" in out["replicas"]  # verl's own registrations untouched
