@@ -11,6 +11,9 @@
 #   RAY_ADDRESS=...   every command is submitted with `ray job submit` to that cluster (SFT-family rows
 #                     use the Ray trainer dft_verl.trainer.sft_ray). DATA_DIR, CKPT_DIR, RUNS_DIR and
 #                     MODEL_PATH must then be on storage every node sees.
+#   DEVICE=cpu        the CPU platform instead of GPUs (laptops, CI): PPO/GRPO get `+platform=cpu`
+#                     (dft_verl/config/online/platform/cpu.yaml: hf rollout, cpu_sync trainer, fp32, sdpa),
+#                     evaluation the hf backend; N_GPUS_PER_NODE then counts trainer processes.
 #   DRY_RUN=1         print every command and check that its config resolves against the installed verl
 #                     (python -m dft_verl.recipe_check, once at exit for all of the script's commands);
 #                     nothing runs. With RECIPE_CHECK_QUEUE=FILE the commands are only appended to FILE
@@ -18,6 +21,8 @@
 
 # ---- user-adjustable ----
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-1.5B}
+# gpu (CUDA, vLLM) or cpu (verl's CPU platform from dft_verl; same rows, configs, prompt and reward)
+DEVICE=${DEVICE:-gpu}
 # Pipeline output folder (python -m dft_verl.pipeline out_dir=...; run_data.sh): prepare/, filter/, ...
 DATA_DIR=${DATA_DIR:-runs/table3/data}
 RUNS_DIR=${RUNS_DIR:-runs/table3}
@@ -65,6 +70,10 @@ EVAL_EVERY_CHECKPOINT=${EVAL_EVERY_CHECKPOINT:-0}
 EVAL_NUM_GPUS=${EVAL_NUM_GPUS:-1}
 # ---- end of user-adjustable ----
 
+if [[ "$DEVICE" != gpu && "$DEVICE" != cpu ]]; then
+    echo "DEVICE=$DEVICE: choose gpu or cpu" >&2
+    exit 2
+fi
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$recipes_dir/../.." && pwd)
 
@@ -155,6 +164,13 @@ rl_common_args=(
     "trainer.nnodes=$NNODES"
     "trainer.n_gpus_per_node=$N_GPUS_PER_NODE"
 )
+if [[ "$DEVICE" == cpu ]]; then
+    rl_common_args+=(+platform=cpu)
+    if [[ -n "$RAY_ADDRESS" ]]; then
+        # A running cluster has its own CPU count (ray start --num-cpus); ray.init may not set one
+        rl_common_args+=(ray_kwargs.ray_init.num_cpus=null)
+    fi
+fi
 
 # run_cmd CMD...: run CMD; with DRY_RUN=1 print it and queue it for the config check instead.
 run_cmd() {
@@ -242,7 +258,11 @@ evaluate() {
     fi
     local eval_args=(--model "$model" --out "$out")
     if [[ -n "$eval_data_dir" ]]; then eval_args+=(--data-dir "$eval_data_dir"); fi
-    if [[ -n "$EVAL_BACKEND" ]]; then eval_args+=(--backend "$EVAL_BACKEND"); fi
+    if [[ -n "$EVAL_BACKEND" ]]; then
+        eval_args+=(--backend "$EVAL_BACKEND")
+    elif [[ "$DEVICE" == cpu ]]; then
+        eval_args+=(--backend hf)
+    fi
     local user_eval_args=()
     read -r -a user_eval_args <<<"$EVAL_ARGS"
     run_cmd "${gpu_python[@]}" -m dft_verl.eval "${eval_args[@]}" "${user_eval_args[@]}"
