@@ -31,6 +31,7 @@ import importlib
 import logging
 import math
 import multiprocessing as mp
+import numbers
 import os
 import queue
 import re
@@ -69,57 +70,142 @@ class Judgement:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Extraction (pure string work, no math-verify)
+# Extraction (pure string work in the caller, no math-verify): one pass, linear in the examined length
 # --------------------------------------------------------------------------------------------------------
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+# Only the last MAX_RESPONSE_CHARS characters of a response (or of a gold solution) are examined: a box that
+# opens before that window is not seen. 200,000 characters is ~50k tokens, longer than any generation the
+# recipes produce; a window this size is scanned in ~50 ms even when it is nothing but braces.
+MAX_RESPONSE_CHARS = 200_000
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b( *)")
+# Brace structure: "\{", "\}" are literal braces and "\\" is one escaped backslash (so "\\{" opens a group),
+# unless the "\\" is followed by a box command: models write "\\boxed{...}" and it is still a box.
+_GROUP_TOKEN_RE = re.compile(r"\\\\(?!(?:boxed|fbox)\b)|\\[{}]|[{}]")
+_BARE_TOKEN_RE = re.compile(r"[^\s$]+")
+_NON_SPACE_RE = re.compile(r"\S")
+# math-verify's own rule for boxes that are parts of one answer (latex2sympy2_extended.extract_boxed_content)
+_PART_SEPARATOR_RE = re.compile(r"\b(?:and|or)\b|,|;")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
-def _box_content(text: str, start: int) -> str | None:
-    """Content of the box whose command name ends at ``start``: ``{...}`` with nested braces, or ``\\boxed 5``.
+@dataclass(frozen=True)
+class _Box:
+    start: int  # index of the backslash of \boxed / \fbox
+    content_start: int
+    content_end: int  # exclusive; the closing brace (if any) is at content_end
+    braced: bool
 
-    Escaped braces (``\\{``, ``\\}``) do not open or close groups. Returns None for an unclosed group.
+
+def _scan_boxes(text: str) -> tuple[list["_Box"], "_Box | None"]:
+    """Every complete box of ``text`` in order of its command, and the last box command if it never closes.
+
+    One pass: box commands are found by one regex scan, their braces matched by one scan of the brace
+    tokens with a stack, so the cost is linear in ``len(text)`` whatever the nesting or repetition.
+    ``\\boxed{...}`` with nested braces, or ``\\boxed 5`` (one token up to whitespace or ``$``).
     """
-    i = start
+    commands = list(_BOX_RE.finditer(text))
+    if not commands:
+        return [], None
     n = len(text)
-    while i < n and text[i] == " ":
-        i += 1
-    if i >= n:
-        return None
-    if text[i] != "{":
-        # "\boxed 5" form: one token up to whitespace or a math delimiter.
-        m = re.match(r"[^\s$]+", text[i:])
-        return m.group(0) if m and start < i else None
-    depth = 0
-    j = i
-    while j < n:
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-        j += 1
-    return None
+    found: list[_Box | None] = [None] * len(commands)
+    brace_of: dict[int, int] = {}  # position of a box's opening brace -> index of its command
+    for k, m in enumerate(commands):
+        p = m.end()
+        if p < n and text[p] == "{":
+            brace_of[p] = k
+        elif m.group(1):
+            t = _BARE_TOKEN_RE.match(text, p)
+            if t:
+                found[k] = _Box(m.start(), p, t.end(), False)
+    if brace_of:
+        stack: list[int] = []
+        # Starting at the first command is safe: no brace token can straddle a backslash that begins "\boxed".
+        for t in _GROUP_TOKEN_RE.finditer(text, commands[0].start()):
+            i = t.start()
+            c = text[i]
+            if c == "{":
+                stack.append(i)
+            elif c == "}" and stack:
+                o = stack.pop()
+                k = brace_of.get(o)
+                if k is not None:
+                    found[k] = _Box(commands[k].start(), o + 1, i, True)
+    last = commands[-1]
+    unclosed = None
+    if found[-1] is None and last.end() < n and text[last.end()] == "{":
+        unclosed = _Box(last.start(), last.end() + 1, n, True)
+    return [b for b in found if b is not None], unclosed
+
+
+def _non_empty(text: str, box: "_Box") -> bool:
+    return _NON_SPACE_RE.search(text, box.content_start, box.content_end) is not None
+
+
+def _content(text: str, box: "_Box") -> str:
+    return text[box.content_start : box.content_end].strip()
+
+
+def _window(text: str) -> str:
+    return text[-MAX_RESPONSE_CHARS:] if len(text) > MAX_RESPONSE_CHARS else text
 
 
 def last_boxed(text: str) -> str | None:
     """The last complete, non-empty ``\\boxed{...}`` (or ``\\fbox{...}``) content in ``text``, stripped.
 
     Nested braces are matched; an empty box (e.g. an echoed instruction "within \\boxed{}") or an unclosed
-    one is skipped in favour of the previous box. None when there is no such box.
+    one is skipped in favour of the previous box. None when there is no such box. "Last" is by position of
+    the box command, so of nested boxes the inner one is last. Only the last ``MAX_RESPONSE_CHARS``
+    characters are examined; the cost is linear in their number.
     """
     if not isinstance(text, str):
         return None
-    for m in reversed(list(_BOX_RE.finditer(text))):
-        content = _box_content(text, m.end())
-        if content is not None and content.strip():
-            return content.strip()
+    text = _window(text)
+    boxes, _ = _scan_boxes(text)
+    for box in reversed(boxes):
+        if _non_empty(text, box):
+            return _content(text, box)
+    return None
+
+
+def _join_parts(text: str, boxes: list["_Box"], last: int) -> str:
+    """The final answer ending with box ``last``: it and the boxes just before it that are parts of the same
+    answer, joined by "," (math-verify reads the join as a set or tuple).
+
+    A box is a part of the answer that continues with the next box when it closes before that box starts and
+    the text between them is shorter than 10 characters, or shorter than 70 characters, contains "and", "or",
+    "," or ";" and the two contents differ: math-verify's own rule. Consecutive identical parts count once.
+    """
+    parts = [_content(text, boxes[last])]
+    nxt = boxes[last]
+    for box in reversed(boxes[:last]):
+        end = box.content_end + 1 if box.braced else box.content_end
+        if end > nxt.start or not _non_empty(text, box) or nxt.start - end >= 70:
+            break
+        content = _content(text, box)
+        between = text[end : nxt.start]
+        if not (len(between) < 10 or (content != parts[-1] and _PART_SEPARATOR_RE.search(between))):
+            break
+        if content != parts[-1]:
+            parts.append(content)
+        nxt = box
+    return ",".join(reversed(parts))
+
+
+def final_answer(text: str) -> str | None:
+    """The answer a response gives: its last complete, non-empty box, together with the boxes just before it
+    when they are parts of one answer (``\\boxed{1}, \\boxed{2}`` -> ``1,2``; see ``_join_parts``).
+
+    Otherwise the paper's convention holds: the final answer is what the response boxes last. None when the
+    response has no complete, non-empty box. Linear in the examined length (the last MAX_RESPONSE_CHARS).
+    """
+    if not isinstance(text, str):
+        return None
+    text = _window(text)
+    boxes, _ = _scan_boxes(text)
+    for k in range(len(boxes) - 1, -1, -1):
+        if _non_empty(text, boxes[k]):
+            return _join_parts(text, boxes, k)
     return None
 
 
@@ -135,28 +221,38 @@ def normalize_gold(ground_truth) -> str | None:
     """Gold answer as a bare LaTeX expression, or None when missing.
 
     Accepts: a plain answer ("72", "\\frac{1}{2}"), a GSM8K solution ending in "#### 72" (the text after the
-    last "####", thousands separators removed), a solution containing \\boxed{} (its last box), an answer in
-    $...$, or a number (AMC answers are stored as numbers).
+    last "####", thousands separators removed), a solution containing \\boxed{} (its final answer by the
+    response rule, ``final_answer``; a last box that never closes gives the rest of the text), an answer in
+    $...$, or a number (AMC answers are stored as numbers; integers of more than 4,300 digits give None).
     """
-    if ground_truth is None:
+    if ground_truth is None or isinstance(ground_truth, bool):
         return None
-    if isinstance(ground_truth, bool):
-        return None
-    if isinstance(ground_truth, (int, float)):
-        if isinstance(ground_truth, float) and not math.isfinite(ground_truth):
+    if isinstance(ground_truth, numbers.Integral):
+        ground_truth = int(ground_truth)
+    elif isinstance(ground_truth, numbers.Real):
+        ground_truth = float(ground_truth)
+        if not math.isfinite(ground_truth):
             return None
-        if isinstance(ground_truth, float) and ground_truth.is_integer():
+        if ground_truth.is_integer():
             ground_truth = int(ground_truth)
-        ground_truth = str(ground_truth)
+    if isinstance(ground_truth, (int, float)):
+        try:
+            ground_truth = str(ground_truth)
+        except ValueError:  # beyond Python's int -> str digit limit: no answer is that long
+            return None
     if not isinstance(ground_truth, str):
         return None
     s = ground_truth.strip()
     if "####" in s:
         s = _THOUSANDS_RE.sub("", s.rsplit("####", 1)[1]).strip()
     elif _BOX_RE.search(s):
-        boxed = last_boxed(s)
-        if boxed is not None:
-            s = boxed
+        s = _window(s)
+        boxes, unclosed = _scan_boxes(s)
+        if unclosed is not None:
+            s = s[unclosed.content_start :].strip()
+        else:
+            s = next((_join_parts(s, boxes, k) for k in range(len(boxes) - 1, -1, -1) if _non_empty(s, boxes[k])),
+                     s)
     s = _strip_math_delimiters(s)
     return s or None
 
@@ -168,19 +264,33 @@ def extract_gsm8k_answer(solution: str) -> str:
     return _THOUSANDS_RE.sub("", solution.rsplit("####", 1)[1]).strip()
 
 
+def _storable(s: str | None) -> str | None:
+    """``s`` with lone surrogates replaced by U+FFFD, so a verdict can be written as UTF-8 (parquet, json)."""
+    if s is None or s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+
 def precheck(response, ground_truth) -> Judgement | tuple[str, str]:
-    """Cheap checks done in the caller: a final Judgement, or the (pred, gold) pair math-verify must judge."""
+    """Cheap checks done in the caller: a final Judgement, or the (pred, gold) pair math-verify must judge.
+
+    Linear in the length of the inputs (each is examined once, at most its last MAX_RESPONSE_CHARS), never
+    raises on any response or gold, whatever its type or content.
+    """
     gold = normalize_gold(ground_truth)
-    if gold is None:
-        pred = last_boxed(response) if isinstance(response, str) else None
-        return Judgement(False, pred, "no_gold")
-    if len(gold) > MAX_ANSWER_CHARS:
-        return Judgement(False, last_boxed(response) if isinstance(response, str) else None, "bad_gold")
-    if not isinstance(response, str) or not response.strip():
+    if gold is None or len(gold) > MAX_ANSWER_CHARS:
+        reason = "no_gold" if gold is None else "bad_gold"
+        return Judgement(False, _storable(final_answer(response)), reason)
+    if not isinstance(response, str) or _NON_SPACE_RE.search(response) is None:
         return Judgement(False, None, "empty_response")
-    pred = last_boxed(response)
+    pred = final_answer(response)
     if pred is None:
         return Judgement(False, None, "no_answer")
+    pred = _storable(pred)
     if len(pred) > MAX_ANSWER_CHARS:
         return Judgement(False, pred[:MAX_ANSWER_CHARS], "too_long")
     return pred, gold
