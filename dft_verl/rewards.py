@@ -87,6 +87,7 @@ _NON_SPACE_RE = re.compile(r"\S")
 # math-verify's own rule for boxes that are parts of one answer (latex2sympy2_extended.extract_boxed_content)
 _PART_SEPARATOR_RE = re.compile(r"\b(?:and|or)\b|,|;")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_INTEGER_RE = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,11 @@ def precheck(response, ground_truth) -> Judgement | tuple[str, str]:
     pred = _storable(pred)
     if len(pred) > MAX_ANSWER_CHARS:
         return Judgement(False, pred[:MAX_ANSWER_CHARS], "too_long")
+    if _INTEGER_RE.fullmatch(pred) and _INTEGER_RE.fullmatch(gold):
+        # Both plain integers: math-verify parses each to a sympy Integer and compares them exactly, which is
+        # int equality (tests/test_rewards.py checks this against math-verify). Most GSM8K-style answers end
+        # here, without a round trip to a worker.
+        return Judgement(int(pred) == int(gold), pred, "ok" if int(pred) == int(gold) else "wrong")
     return pred, gold
 
 
@@ -312,19 +318,52 @@ def _extraction_config():
     return _EXTRACTION
 
 
+# How an answer becomes a math-verify input, the same for pred and gold: ``\\boxed{answer}``, after two rewrites
+# that math-verify gets wrong inside a box: a percent sign or word is dropped (``28\\%`` is judged as 28, as
+# math-verify reads ``$28\\%$``; inside a box it fails to parse at all), and ``\\mathrm{e}`` is Euler's ``e``
+# (math-verify reads it as a plain symbol inside a box: ``2\\mathrm{e}`` parses as 2, ``\\mathrm{e}^{2}`` differs
+# from ``e^{2}``).
+_PERCENT_RE = re.compile(r"\\?%|(?:\\text\{\s*)?\b(?:percentage|percent|pct)\b(?:\s*\})?")
+_ROMAN_E_RE = re.compile(r"\\(?:mathrm|rm|text|operatorname)\s*\{\s*e\s*\}")
+
+
+def math_verify_input(answer: str) -> str:
+    """The string math-verify parses for an extracted answer (see the rewrites above). Linear in its length."""
+    return "\\boxed{" + _ROMAN_E_RE.sub("e", _PERCENT_RE.sub("", answer)).strip() + "}"
+
+
+# Parsed math-verify inputs of the request being judged, by input string: within one request (a chunk of
+# verify_many, where a question's samples sit together) a gold, and every response boxing the same string, is
+# parsed once. sympy objects are immutable, so sharing them is safe. Cleared per request and when full, so
+# memory stays bounded and a benchmark that repeats its inputs does not time a cache.
+_PARSED: dict = {}
+_PARSED_MAX = 4096
+
+
+def _parse_cached(latex: str) -> list:
+    from math_verify import parse
+
+    hit = _PARSED.get(latex)
+    if hit is None:
+        hit = parse(latex, _extraction_config(), parsing_timeout=None)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[latex] = hit
+    return hit
+
+
 def match_unbounded(pred: str, gold: str) -> tuple[bool, str]:
     """math-verify equivalence of two bare answers, timeouts disabled. Returns (correct, reason).
 
     Runs in the calling thread with no time bound: call it only from a process that someone may kill.
     """
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    cfg = _extraction_config()
     try:
-        gold_parsed = parse("\\boxed{" + gold + "}", cfg, parsing_timeout=None)
+        gold_parsed = _parse_cached(math_verify_input(gold))
         if not gold_parsed:
             return False, "bad_gold"
-        pred_parsed = parse("\\boxed{" + pred + "}", cfg, parsing_timeout=None)
+        pred_parsed = _parse_cached(math_verify_input(pred))
         if not pred_parsed:
             return False, "parse_error"
         ok = verify(gold_parsed, pred_parsed, timeout_seconds=None)
@@ -353,6 +392,7 @@ def _worker_main(conn) -> None:
             return
         if batch is None:
             return
+        _PARSED.clear()
         for pred, gold in batch:
             conn.send(match_unbounded(pred, gold))
 
