@@ -1,15 +1,29 @@
-"""The one place answers are judged: last ``\\boxed{}`` of a response vs the gold answer, by math-verify.
+"""The one place answers are judged: the final boxed answer of a response vs the gold answer, by math-verify.
 
 Used by the offline pipeline's verify stage, evaluation, the demo and the PPO/GRPO baselines (as verl's
 custom reward function), so every row of a comparison is scored by the same rule:
 
-    correct(response, gold) = math_verify.verify(parse(\\boxed{gold}), parse(\\boxed{last_boxed(response)}))
+    correct(response, gold) = math_verify.verify(parse(I(normalize_gold(gold))), parse(I(final_answer(response))))
 
-Time is bounded at the process level. math-verify's own timeouts use ``signal.alarm``, which only works in
-the main thread; verl calls reward functions from executor threads, where those timeouts fail (verl issue
-#5635: every answer silently scored 0). Here math-verify always runs with its timeouts disabled, inside a
-worker process that the caller kills when one answer takes longer than ``timeout_s`` seconds; that answer
-is recorded with reason "timeout" and the worker is replaced.
+``final_answer``: the last complete, non-empty ``\\boxed{}`` (or ``\\fbox{}``) of the response; boxes just
+before it that are parts of the same answer (``\\boxed{1}, \\boxed{2}``, ``\\boxed{x=1} and \\boxed{y=2}``) are
+joined to it with "," and judged as one set or tuple, by math-verify's own rule (``_join_parts``); otherwise
+the paper's convention holds, the answer is what the response boxes last. A gold solution with boxes gives its
+answer by the same rule (a last box that never closes gives the rest of the text). ``I(a)`` is
+``\\boxed{a}`` with a percent sign dropped and ``\\mathrm{e}`` read as ``e`` (``math_verify_input``). Two plain
+integers are compared exactly in the caller (what math-verify does with them, minus the round trip).
+
+Untrusted input, bounded time. Model output may be anything: megabytes of junk, repetition, unclosed groups,
+control characters, lone surrogates, or not a string at all. Every step in the calling process is linear in
+the input length and examines at most the last ``MAX_RESPONSE_CHARS`` characters of a response or gold (a
+box opening before them is not seen); answers longer than ``MAX_ANSWER_CHARS`` never reach math-verify. No
+input raises. math-verify's own timeouts use ``signal.alarm``, which only works in the main thread; verl calls
+reward functions from executor threads, where those timeouts fail (verl issue #5635: every answer silently
+scored 0). Here math-verify always runs with its timeouts disabled, inside a worker process that the caller
+kills when one answer takes longer than ``timeout_s`` seconds; that answer is recorded with reason "timeout"
+and the worker is replaced. So once the workers are up, ``judge`` and ``compute_score`` return within
+``timeout_s`` + 1 s whatever the input, and in ``verify_many`` no answer holds its worker longer than that
+(identical pairs in one batch are judged once).
 
 Reasons (``Judgement.reason``):
     ok              pred equals gold
@@ -17,8 +31,10 @@ Reasons (``Judgement.reason``):
     no_answer       response has no complete, non-empty \\boxed{...}
     empty_response  response is empty, whitespace or not a string
     no_gold         gold answer missing or empty
-    bad_gold        gold could not be parsed or is longer than MAX_ANSWER_CHARS
-    too_long        boxed answer longer than MAX_ANSWER_CHARS characters (pred is stored truncated)
+    bad_gold        gold could not be parsed, or is longer than MAX_ANSWER_CHARS or nested deeper than
+                    MAX_ANSWER_DEPTH
+    too_long        final answer longer than MAX_ANSWER_CHARS characters or nested deeper than MAX_ANSWER_DEPTH
+                    groups (pred is stored truncated to MAX_ANSWER_CHARS, as in every verdict)
     parse_error     math-verify raised on this pair
     timeout         judging took longer than timeout_s; the worker process was killed
     worker_error    the worker process died on this pair (crash), it was replaced
@@ -41,6 +57,9 @@ from dataclasses import asdict, dataclass
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_ANSWER_CHARS = 1000
+# math-verify's LaTeX parser is exponential in nesting: 14 nested braces take seconds, 30 never finish. The
+# answers of the eval and train sets nest at most 5 deep; an answer nested deeper than this is not judged.
+MAX_ANSWER_DEPTH = 10
 WORKER_START_TIMEOUT_S = 120.0
 
 REASONS = (
@@ -88,6 +107,20 @@ _NON_SPACE_RE = re.compile(r"\S")
 _PART_SEPARATOR_RE = re.compile(r"\b(?:and|or)\b|,|;")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _INTEGER_RE = re.compile(r"-?[0-9]+")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_NESTING_TOKEN_RE = re.compile(r"\\[{}]|[{(\[]|[})\]]")
+
+
+def _nesting_depth(s: str) -> int:
+    """Deepest nesting of groups ``{ ( [`` (escaped braces count) in ``s``; one linear scan."""
+    depth = deepest = 0
+    for t in _NESTING_TOKEN_RE.finditer(s):
+        if t.group()[-1] in "{([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif depth:
+            depth -= 1
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -269,11 +302,7 @@ def _storable(s: str | None) -> str | None:
     """``s`` with lone surrogates replaced by U+FFFD, so a verdict can be written as UTF-8 (parquet, json)."""
     if s is None or s.isascii():
         return s
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "replace").decode("utf-8")
+    return _SURROGATE_RE.sub("\ufffd", s)
 
 
 def precheck(response, ground_truth) -> Judgement | tuple[str, str]:
@@ -283,16 +312,17 @@ def precheck(response, ground_truth) -> Judgement | tuple[str, str]:
     raises on any response or gold, whatever its type or content.
     """
     gold = normalize_gold(ground_truth)
-    if gold is None or len(gold) > MAX_ANSWER_CHARS:
+    if gold is None or len(gold) > MAX_ANSWER_CHARS or _nesting_depth(gold) > MAX_ANSWER_DEPTH:
         reason = "no_gold" if gold is None else "bad_gold"
-        return Judgement(False, _storable(final_answer(response)), reason)
+        pred = _storable(final_answer(response))
+        return Judgement(False, pred if pred is None else pred[:MAX_ANSWER_CHARS], reason)
     if not isinstance(response, str) or _NON_SPACE_RE.search(response) is None:
         return Judgement(False, None, "empty_response")
     pred = final_answer(response)
     if pred is None:
         return Judgement(False, None, "no_answer")
     pred = _storable(pred)
-    if len(pred) > MAX_ANSWER_CHARS:
+    if len(pred) > MAX_ANSWER_CHARS or _nesting_depth(pred) > MAX_ANSWER_DEPTH:
         return Judgement(False, pred[:MAX_ANSWER_CHARS], "too_long")
     if _INTEGER_RE.fullmatch(pred) and _INTEGER_RE.fullmatch(gold):
         # Both plain integers: math-verify parses each to a sympy Integer and compares them exactly, which is
@@ -453,11 +483,21 @@ class _MatchWorker:
         a worker dying on a pair gives "worker_error"; either way the rest go to a fresh worker."""
         results: list[tuple[bool, str]] = []
         pending = list(pairs)
+        send_failed = False
         while pending:
             if self.proc is None or not self.proc.is_alive():
                 self.kill()
                 self._start()
-            self.conn.send(pending)
+            try:
+                self.conn.send(pending)
+            except OSError:  # the worker died between the liveness check and the send
+                self.kill()
+                if send_failed:  # twice in a row on a fresh worker: blame the first pair, go on without it
+                    results.append((False, "worker_error"))
+                    pending = pending[1:]
+                send_failed = not send_failed
+                continue
+            send_failed = False
             for k in range(len(pending)):
                 try:
                     if self.conn.poll(timeout_s):
@@ -583,20 +623,28 @@ def verify_many(
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     out: list[Judgement | None] = [None] * len(responses)
-    todo: list[tuple[int, str, str]] = []
+    # Identical (pred, gold) pairs are judged once: a collapsing policy repeats itself, and a repeated answer
+    # that hangs math-verify must cost one timeout, not one per copy.
+    pair_index: dict[tuple[str, str], int] = {}
+    todo: list[tuple[str, str]] = []
+    owners: list[list[int]] = []
     for i, (resp, gt) in enumerate(zip(responses, ground_truths)):
         checked = precheck(resp, gt)
         if isinstance(checked, Judgement):
             out[i] = checked
-        else:
-            todo.append((i, *checked))
+            continue
+        k = pair_index.setdefault(checked, len(todo))
+        if k == len(todo):
+            todo.append(checked)
+            owners.append([])
+        owners[k].append(i)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(responses), desc=desc, unit="ans")
-        bar.update(len(responses) - len(todo))
+        bar.update(len(responses) - sum(len(o) for o in owners))
 
     if todo:
         if num_workers is None:
@@ -604,7 +652,7 @@ def verify_many(
         num_workers = max(1, min(int(num_workers), math.ceil(len(todo) / chunk_size)))
         chunks: queue.Queue = queue.Queue()
         for s in range(0, len(todo), chunk_size):
-            chunks.put(todo[s : s + chunk_size])
+            chunks.put(range(s, min(s + chunk_size, len(todo))))
         errors: list[BaseException] = []
         lock = threading.Lock()
         pool = _shared_pool(num_workers)
@@ -617,12 +665,15 @@ def verify_many(
                         chunk = chunks.get_nowait()
                     except queue.Empty:
                         return
-                    results = worker.run([(p, g) for _, p, g in chunk], timeout_s)
-                    for (i, pred, _), (correct, reason) in zip(chunk, results):
-                        out[i] = Judgement(bool(correct), pred, reason)
+                    results = worker.run([todo[k] for k in chunk], timeout_s)
+                    done = 0
+                    for k, (correct, reason) in zip(chunk, results):
+                        for i in owners[k]:
+                            out[i] = Judgement(bool(correct), todo[k][0], reason)
+                        done += len(owners[k])
                     if bar is not None:
                         with lock:
-                            bar.update(len(chunk))
+                            bar.update(done)
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(e)
             finally:
