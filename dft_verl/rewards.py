@@ -78,7 +78,8 @@ REASONS = (
 
 @dataclass(frozen=True)
 class Judgement:
-    """Verdict on one response: ``correct`` iff reason == "ok"; ``pred`` is the extracted boxed answer."""
+    """Verdict on one response: ``correct`` iff reason == "ok"; ``pred`` is its final answer (``final_answer``,
+    at most MAX_ANSWER_CHARS characters, lone surrogates replaced by U+FFFD) or None."""
 
     correct: bool
     pred: str | None
@@ -236,7 +237,10 @@ def final_answer(text: str) -> str | None:
     if not isinstance(text, str):
         return None
     text = _window(text)
-    boxes, _ = _scan_boxes(text)
+    return _answer_from_boxes(text, _scan_boxes(text)[0])
+
+
+def _answer_from_boxes(text: str, boxes: list["_Box"]) -> str | None:
     for k in range(len(boxes) - 1, -1, -1):
         if _non_empty(text, boxes[k]):
             return _join_parts(text, boxes, k)
@@ -282,11 +286,7 @@ def normalize_gold(ground_truth) -> str | None:
     elif _BOX_RE.search(s):
         s = _window(s)
         boxes, unclosed = _scan_boxes(s)
-        if unclosed is not None:
-            s = s[unclosed.content_start :].strip()
-        else:
-            s = next((_join_parts(s, boxes, k) for k in range(len(boxes) - 1, -1, -1) if _non_empty(s, boxes[k])),
-                     s)
+        s = s[unclosed.content_start :] if unclosed is not None else (_answer_from_boxes(s, boxes) or s)
     s = _strip_math_delimiters(s)
     return s or None
 

@@ -156,7 +156,7 @@ def test_hostile_corpus_batch_is_bounded_and_in_order():
 )
 def test_worst_inputs_return_within_timeout(response):
     timeout_s = 2.0
-    judge("\\boxed{1}", "1", timeout_s=timeout_s)  # workers up: the bound is for a running judge
+    judge("\\boxed{1/2}", "0.5", timeout_s=timeout_s)  # workers up: the bound is for a running judge
     for fn in (lambda: judge(response, "5", timeout_s=timeout_s),
                lambda: compute_score("math", response, "5", timeout_s=timeout_s),
                lambda: verify_many([response], ["5"], num_workers=1, timeout_s=timeout_s)):
