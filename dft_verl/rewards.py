@@ -1,15 +1,29 @@
-"""The one place answers are judged: last ``\\boxed{}`` of a response vs the gold answer, by math-verify.
+"""The one place answers are judged: the final boxed answer of a response vs the gold answer, by math-verify.
 
 Used by the offline pipeline's verify stage, evaluation, the demo and the PPO/GRPO baselines (as verl's
 custom reward function), so every row of a comparison is scored by the same rule:
 
-    correct(response, gold) = math_verify.verify(parse(\\boxed{gold}), parse(\\boxed{last_boxed(response)}))
+    correct(response, gold) = math_verify.verify(parse(I(normalize_gold(gold))), parse(I(final_answer(response))))
 
-Time is bounded at the process level. math-verify's own timeouts use ``signal.alarm``, which only works in
-the main thread; verl calls reward functions from executor threads, where those timeouts fail (verl issue
-#5635: every answer silently scored 0). Here math-verify always runs with its timeouts disabled, inside a
-worker process that the caller kills when one answer takes longer than ``timeout_s`` seconds; that answer
-is recorded with reason "timeout" and the worker is replaced.
+``final_answer``: the last complete, non-empty ``\\boxed{}`` (or ``\\fbox{}``) of the response; boxes just
+before it that are parts of the same answer (``\\boxed{1}, \\boxed{2}``, ``\\boxed{x=1} and \\boxed{y=2}``) are
+joined to it with "," and judged as one set or tuple, by math-verify's own rule (``_join_parts``); otherwise
+the paper's convention holds, the answer is what the response boxes last. A gold solution with boxes gives its
+answer by the same rule (a last box that never closes gives the rest of the text). ``I(a)`` is
+``\\boxed{a}`` with a percent sign dropped and ``\\mathrm{e}`` read as ``e`` (``math_verify_input``). Two plain
+integers are compared exactly in the caller (what math-verify does with them, minus the round trip).
+
+Untrusted input, bounded time. Model output may be anything: megabytes of junk, repetition, unclosed groups,
+control characters, lone surrogates, or not a string at all. Every step in the calling process is linear in
+the input length and examines at most the last ``MAX_RESPONSE_CHARS`` characters of a response or gold (a
+box opening before them is not seen); answers longer than ``MAX_ANSWER_CHARS`` never reach math-verify. No
+input raises. math-verify's own timeouts use ``signal.alarm``, which only works in the main thread; verl calls
+reward functions from executor threads, where those timeouts fail (verl issue #5635: every answer silently
+scored 0). Here math-verify always runs with its timeouts disabled, inside a worker process that the caller
+kills when one answer takes longer than ``timeout_s`` seconds; that answer is recorded with reason "timeout"
+and the worker is replaced. So once the workers are up, ``judge`` and ``compute_score`` return within
+``timeout_s`` + 1 s whatever the input, and in ``verify_many`` no answer holds its worker longer than that
+(identical pairs in one batch are judged once).
 
 Reasons (``Judgement.reason``):
     ok              pred equals gold
@@ -17,8 +31,10 @@ Reasons (``Judgement.reason``):
     no_answer       response has no complete, non-empty \\boxed{...}
     empty_response  response is empty, whitespace or not a string
     no_gold         gold answer missing or empty
-    bad_gold        gold could not be parsed or is longer than MAX_ANSWER_CHARS
-    too_long        boxed answer longer than MAX_ANSWER_CHARS characters (pred is stored truncated)
+    bad_gold        gold could not be parsed, or is longer than MAX_ANSWER_CHARS or nested deeper than
+                    MAX_ANSWER_DEPTH
+    too_long        final answer longer than MAX_ANSWER_CHARS characters or nested deeper than MAX_ANSWER_DEPTH
+                    groups (pred is stored truncated to MAX_ANSWER_CHARS, as in every verdict)
     parse_error     math-verify raised on this pair
     timeout         judging took longer than timeout_s; the worker process was killed
     worker_error    the worker process died on this pair (crash), it was replaced
@@ -31,6 +47,7 @@ import importlib
 import logging
 import math
 import multiprocessing as mp
+import numbers
 import os
 import queue
 import re
@@ -40,6 +57,9 @@ from dataclasses import asdict, dataclass
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_ANSWER_CHARS = 1000
+# math-verify's LaTeX parser is exponential in nesting: 14 nested braces take seconds, 30 never finish. The
+# answers of the eval and train sets nest at most 5 deep; an answer nested deeper than this is not judged.
+MAX_ANSWER_DEPTH = 10
 WORKER_START_TIMEOUT_S = 120.0
 
 REASONS = (
@@ -58,7 +78,8 @@ REASONS = (
 
 @dataclass(frozen=True)
 class Judgement:
-    """Verdict on one response: ``correct`` iff reason == "ok"; ``pred`` is the extracted boxed answer."""
+    """Verdict on one response: ``correct`` iff reason == "ok"; ``pred`` is its final answer (``final_answer``,
+    at most MAX_ANSWER_CHARS characters, lone surrogates replaced by U+FFFD) or None."""
 
     correct: bool
     pred: str | None
@@ -69,57 +90,160 @@ class Judgement:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Extraction (pure string work, no math-verify)
+# Extraction (pure string work in the caller, no math-verify): one pass, linear in the examined length
 # --------------------------------------------------------------------------------------------------------
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+# Only the last MAX_RESPONSE_CHARS characters of a response (or of a gold solution) are examined: a box that
+# opens before that window is not seen. 200,000 characters is ~50k tokens, longer than any generation the
+# recipes produce; a window this size is scanned in ~50 ms even when it is nothing but braces.
+MAX_RESPONSE_CHARS = 200_000
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b( *)")
+# Brace structure: "\{", "\}" are literal braces and "\\" is one escaped backslash (so "\\{" opens a group),
+# unless the "\\" is followed by a box command: models write "\\boxed{...}" and it is still a box.
+_GROUP_TOKEN_RE = re.compile(r"\\\\(?!(?:boxed|fbox)\b)|\\[{}]|[{}]")
+_BARE_TOKEN_RE = re.compile(r"[^\s$]+")
+_NON_SPACE_RE = re.compile(r"\S")
+# math-verify's own rule for boxes that are parts of one answer (latex2sympy2_extended.extract_boxed_content)
+_PART_SEPARATOR_RE = re.compile(r"\b(?:and|or)\b|,|;")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_INTEGER_RE = re.compile(r"-?[0-9]+")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_NESTING_TOKEN_RE = re.compile(r"\\[{}]|[{(\[]|[})\]]")
 
 
-def _box_content(text: str, start: int) -> str | None:
-    """Content of the box whose command name ends at ``start``: ``{...}`` with nested braces, or ``\\boxed 5``.
-
-    Escaped braces (``\\{``, ``\\}``) do not open or close groups. Returns None for an unclosed group.
-    """
-    i = start
-    n = len(text)
-    while i < n and text[i] == " ":
-        i += 1
-    if i >= n:
-        return None
-    if text[i] != "{":
-        # "\boxed 5" form: one token up to whitespace or a math delimiter.
-        m = re.match(r"[^\s$]+", text[i:])
-        return m.group(0) if m and start < i else None
-    depth = 0
-    j = i
-    while j < n:
-        c = text[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "{":
+def _nesting_depth(s: str) -> int:
+    """Deepest nesting of groups ``{ ( [`` (escaped braces count) in ``s``; one linear scan."""
+    depth = deepest = 0
+    for t in _NESTING_TOKEN_RE.finditer(s):
+        if t.group()[-1] in "{([":
             depth += 1
-        elif c == "}":
+            deepest = max(deepest, depth)
+        elif depth:
             depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-        j += 1
-    return None
+    return deepest
+
+
+@dataclass(frozen=True)
+class _Box:
+    start: int  # index of the backslash of \boxed / \fbox
+    content_start: int
+    content_end: int  # exclusive; the closing brace (if any) is at content_end
+    braced: bool
+
+
+def _scan_boxes(text: str) -> tuple[list["_Box"], "_Box | None"]:
+    """Every complete box of ``text`` in order of its command, and the last box command if it never closes.
+
+    One pass: box commands are found by one regex scan, their braces matched by one scan of the brace
+    tokens with a stack, so the cost is linear in ``len(text)`` whatever the nesting or repetition.
+    ``\\boxed{...}`` with nested braces, or ``\\boxed 5`` (one token up to whitespace or ``$``).
+    """
+    commands = list(_BOX_RE.finditer(text))
+    if not commands:
+        return [], None
+    n = len(text)
+    found: list[_Box | None] = [None] * len(commands)
+    brace_of: dict[int, int] = {}  # position of a box's opening brace -> index of its command
+    for k, m in enumerate(commands):
+        p = m.end()
+        if p < n and text[p] == "{":
+            brace_of[p] = k
+        elif m.group(1):
+            t = _BARE_TOKEN_RE.match(text, p)
+            if t:
+                found[k] = _Box(m.start(), p, t.end(), False)
+    if brace_of:
+        stack: list[int] = []
+        # Starting at the first command is safe: no brace token can straddle a backslash that begins "\boxed".
+        for t in _GROUP_TOKEN_RE.finditer(text, commands[0].start()):
+            i = t.start()
+            c = text[i]
+            if c == "{":
+                stack.append(i)
+            elif c == "}" and stack:
+                o = stack.pop()
+                k = brace_of.get(o)
+                if k is not None:
+                    found[k] = _Box(commands[k].start(), o + 1, i, True)
+    last = commands[-1]
+    unclosed = None
+    if found[-1] is None and last.end() < n and text[last.end()] == "{":
+        unclosed = _Box(last.start(), last.end() + 1, n, True)
+    return [b for b in found if b is not None], unclosed
+
+
+def _non_empty(text: str, box: "_Box") -> bool:
+    return _NON_SPACE_RE.search(text, box.content_start, box.content_end) is not None
+
+
+def _content(text: str, box: "_Box") -> str:
+    return text[box.content_start : box.content_end].strip()
+
+
+def _window(text: str) -> str:
+    return text[-MAX_RESPONSE_CHARS:] if len(text) > MAX_RESPONSE_CHARS else text
 
 
 def last_boxed(text: str) -> str | None:
     """The last complete, non-empty ``\\boxed{...}`` (or ``\\fbox{...}``) content in ``text``, stripped.
 
     Nested braces are matched; an empty box (e.g. an echoed instruction "within \\boxed{}") or an unclosed
-    one is skipped in favour of the previous box. None when there is no such box.
+    one is skipped in favour of the previous box. None when there is no such box. "Last" is by position of
+    the box command, so of nested boxes the inner one is last. Only the last ``MAX_RESPONSE_CHARS``
+    characters are examined; the cost is linear in their number.
     """
     if not isinstance(text, str):
         return None
-    for m in reversed(list(_BOX_RE.finditer(text))):
-        content = _box_content(text, m.end())
-        if content is not None and content.strip():
-            return content.strip()
+    text = _window(text)
+    boxes, _ = _scan_boxes(text)
+    for box in reversed(boxes):
+        if _non_empty(text, box):
+            return _content(text, box)
+    return None
+
+
+def _join_parts(text: str, boxes: list["_Box"], last: int) -> str:
+    """The final answer ending with box ``last``: it and the boxes just before it that are parts of the same
+    answer, joined by "," (math-verify reads the join as a set or tuple).
+
+    A box is a part of the answer that continues with the next box when it closes before that box starts and
+    the text between them is shorter than 10 characters, or shorter than 70 characters, contains "and", "or",
+    "," or ";" and the two contents differ: math-verify's own rule. Consecutive identical parts count once.
+    """
+    parts = [_content(text, boxes[last])]
+    nxt = boxes[last]
+    for box in reversed(boxes[:last]):
+        end = box.content_end + 1 if box.braced else box.content_end
+        if end > nxt.start or not _non_empty(text, box) or nxt.start - end >= 70:
+            break
+        content = _content(text, box)
+        between = text[end : nxt.start]
+        if not (len(between) < 10 or (content != parts[-1] and _PART_SEPARATOR_RE.search(between))):
+            break
+        if content != parts[-1]:
+            parts.append(content)
+        nxt = box
+    return ",".join(reversed(parts))
+
+
+def final_answer(text: str) -> str | None:
+    """The answer a response gives: its last complete, non-empty box, together with the boxes just before it
+    when they are parts of one answer (``\\boxed{1}, \\boxed{2}`` -> ``1,2``; see ``_join_parts``).
+
+    Otherwise the paper's convention holds: the final answer is what the response boxes last. None when the
+    response has no complete, non-empty box. Linear in the examined length (the last MAX_RESPONSE_CHARS).
+    """
+    if not isinstance(text, str):
+        return None
+    text = _window(text)
+    return _answer_from_boxes(text, _scan_boxes(text)[0])
+
+
+def _answer_from_boxes(text: str, boxes: list["_Box"]) -> str | None:
+    for k in range(len(boxes) - 1, -1, -1):
+        if _non_empty(text, boxes[k]):
+            return _join_parts(text, boxes, k)
     return None
 
 
@@ -135,28 +259,34 @@ def normalize_gold(ground_truth) -> str | None:
     """Gold answer as a bare LaTeX expression, or None when missing.
 
     Accepts: a plain answer ("72", "\\frac{1}{2}"), a GSM8K solution ending in "#### 72" (the text after the
-    last "####", thousands separators removed), a solution containing \\boxed{} (its last box), an answer in
-    $...$, or a number (AMC answers are stored as numbers).
+    last "####", thousands separators removed), a solution containing \\boxed{} (its final answer by the
+    response rule, ``final_answer``; a last box that never closes gives the rest of the text), an answer in
+    $...$, or a number (AMC answers are stored as numbers; integers of more than 4,300 digits give None).
     """
-    if ground_truth is None:
+    if ground_truth is None or isinstance(ground_truth, bool):
         return None
-    if isinstance(ground_truth, bool):
-        return None
-    if isinstance(ground_truth, (int, float)):
-        if isinstance(ground_truth, float) and not math.isfinite(ground_truth):
+    if isinstance(ground_truth, numbers.Integral):
+        ground_truth = int(ground_truth)
+    elif isinstance(ground_truth, numbers.Real):
+        ground_truth = float(ground_truth)
+        if not math.isfinite(ground_truth):
             return None
-        if isinstance(ground_truth, float) and ground_truth.is_integer():
+        if ground_truth.is_integer():
             ground_truth = int(ground_truth)
-        ground_truth = str(ground_truth)
+    if isinstance(ground_truth, (int, float)):
+        try:
+            ground_truth = str(ground_truth)
+        except ValueError:  # beyond Python's int -> str digit limit: no answer is that long
+            return None
     if not isinstance(ground_truth, str):
         return None
     s = ground_truth.strip()
     if "####" in s:
         s = _THOUSANDS_RE.sub("", s.rsplit("####", 1)[1]).strip()
     elif _BOX_RE.search(s):
-        boxed = last_boxed(s)
-        if boxed is not None:
-            s = boxed
+        s = _window(s)
+        boxes, unclosed = _scan_boxes(s)
+        s = s[unclosed.content_start :] if unclosed is not None else (_answer_from_boxes(s, boxes) or s)
     s = _strip_math_delimiters(s)
     return s or None
 
@@ -168,21 +298,37 @@ def extract_gsm8k_answer(solution: str) -> str:
     return _THOUSANDS_RE.sub("", solution.rsplit("####", 1)[1]).strip()
 
 
+def _storable(s: str | None) -> str | None:
+    """``s`` with lone surrogates replaced by U+FFFD, so a verdict can be written as UTF-8 (parquet, json)."""
+    if s is None or s.isascii():
+        return s
+    return _SURROGATE_RE.sub("\ufffd", s)
+
+
 def precheck(response, ground_truth) -> Judgement | tuple[str, str]:
-    """Cheap checks done in the caller: a final Judgement, or the (pred, gold) pair math-verify must judge."""
+    """Cheap checks done in the caller: a final Judgement, or the (pred, gold) pair math-verify must judge.
+
+    Linear in the length of the inputs (each is examined once, at most its last MAX_RESPONSE_CHARS), never
+    raises on any response or gold, whatever its type or content.
+    """
     gold = normalize_gold(ground_truth)
-    if gold is None:
-        pred = last_boxed(response) if isinstance(response, str) else None
-        return Judgement(False, pred, "no_gold")
-    if len(gold) > MAX_ANSWER_CHARS:
-        return Judgement(False, last_boxed(response) if isinstance(response, str) else None, "bad_gold")
-    if not isinstance(response, str) or not response.strip():
+    if gold is None or len(gold) > MAX_ANSWER_CHARS or _nesting_depth(gold) > MAX_ANSWER_DEPTH:
+        reason = "no_gold" if gold is None else "bad_gold"
+        pred = _storable(final_answer(response))
+        return Judgement(False, pred if pred is None else pred[:MAX_ANSWER_CHARS], reason)
+    if not isinstance(response, str) or _NON_SPACE_RE.search(response) is None:
         return Judgement(False, None, "empty_response")
-    pred = last_boxed(response)
+    pred = final_answer(response)
     if pred is None:
         return Judgement(False, None, "no_answer")
-    if len(pred) > MAX_ANSWER_CHARS:
+    pred = _storable(pred)
+    if len(pred) > MAX_ANSWER_CHARS or _nesting_depth(pred) > MAX_ANSWER_DEPTH:
         return Judgement(False, pred[:MAX_ANSWER_CHARS], "too_long")
+    if _INTEGER_RE.fullmatch(pred) and _INTEGER_RE.fullmatch(gold):
+        # Both plain integers: math-verify parses each to a sympy Integer and compares them exactly, which is
+        # int equality (tests/test_rewards.py checks this against math-verify). Most GSM8K-style answers end
+        # here, without a round trip to a worker.
+        return Judgement(int(pred) == int(gold), pred, "ok" if int(pred) == int(gold) else "wrong")
     return pred, gold
 
 
@@ -202,19 +348,52 @@ def _extraction_config():
     return _EXTRACTION
 
 
+# How an answer becomes a math-verify input, the same for pred and gold: ``\\boxed{answer}``, after two rewrites
+# that math-verify gets wrong inside a box: a percent sign or word is dropped (``28\\%`` is judged as 28, as
+# math-verify reads ``$28\\%$``; inside a box it fails to parse at all), and ``\\mathrm{e}`` is Euler's ``e``
+# (math-verify reads it as a plain symbol inside a box: ``2\\mathrm{e}`` parses as 2, ``\\mathrm{e}^{2}`` differs
+# from ``e^{2}``).
+_PERCENT_RE = re.compile(r"\\?%|(?:\\text\{\s*)?\b(?:percentage|percent|pct)\b(?:\s*\})?")
+_ROMAN_E_RE = re.compile(r"\\(?:mathrm|rm|text|operatorname)\s*\{\s*e\s*\}")
+
+
+def math_verify_input(answer: str) -> str:
+    """The string math-verify parses for an extracted answer (see the rewrites above). Linear in its length."""
+    return "\\boxed{" + _ROMAN_E_RE.sub("e", _PERCENT_RE.sub("", answer)).strip() + "}"
+
+
+# Parsed math-verify inputs of the request being judged, by input string: within one request (a chunk of
+# verify_many, where a question's samples sit together) a gold, and every response boxing the same string, is
+# parsed once. sympy objects are immutable, so sharing them is safe. Cleared per request and when full, so
+# memory stays bounded and a benchmark that repeats its inputs does not time a cache.
+_PARSED: dict = {}
+_PARSED_MAX = 4096
+
+
+def _parse_cached(latex: str) -> list:
+    from math_verify import parse
+
+    hit = _PARSED.get(latex)
+    if hit is None:
+        hit = parse(latex, _extraction_config(), parsing_timeout=None)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[latex] = hit
+    return hit
+
+
 def match_unbounded(pred: str, gold: str) -> tuple[bool, str]:
     """math-verify equivalence of two bare answers, timeouts disabled. Returns (correct, reason).
 
     Runs in the calling thread with no time bound: call it only from a process that someone may kill.
     """
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    cfg = _extraction_config()
     try:
-        gold_parsed = parse("\\boxed{" + gold + "}", cfg, parsing_timeout=None)
+        gold_parsed = _parse_cached(math_verify_input(gold))
         if not gold_parsed:
             return False, "bad_gold"
-        pred_parsed = parse("\\boxed{" + pred + "}", cfg, parsing_timeout=None)
+        pred_parsed = _parse_cached(math_verify_input(pred))
         if not pred_parsed:
             return False, "parse_error"
         ok = verify(gold_parsed, pred_parsed, timeout_seconds=None)
@@ -243,6 +422,7 @@ def _worker_main(conn) -> None:
             return
         if batch is None:
             return
+        _PARSED.clear()
         for pred, gold in batch:
             conn.send(match_unbounded(pred, gold))
 
@@ -303,11 +483,21 @@ class _MatchWorker:
         a worker dying on a pair gives "worker_error"; either way the rest go to a fresh worker."""
         results: list[tuple[bool, str]] = []
         pending = list(pairs)
+        send_failed = False
         while pending:
             if self.proc is None or not self.proc.is_alive():
                 self.kill()
                 self._start()
-            self.conn.send(pending)
+            try:
+                self.conn.send(pending)
+            except OSError:  # the worker died between the liveness check and the send
+                self.kill()
+                if send_failed:  # twice in a row on a fresh worker: blame the first pair, go on without it
+                    results.append((False, "worker_error"))
+                    pending = pending[1:]
+                send_failed = not send_failed
+                continue
+            send_failed = False
             for k in range(len(pending)):
                 try:
                     if self.conn.poll(timeout_s):
@@ -433,20 +623,28 @@ def verify_many(
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     out: list[Judgement | None] = [None] * len(responses)
-    todo: list[tuple[int, str, str]] = []
+    # Identical (pred, gold) pairs are judged once: a collapsing policy repeats itself, and a repeated answer
+    # that hangs math-verify must cost one timeout, not one per copy.
+    pair_index: dict[tuple[str, str], int] = {}
+    todo: list[tuple[str, str]] = []
+    owners: list[list[int]] = []
     for i, (resp, gt) in enumerate(zip(responses, ground_truths)):
         checked = precheck(resp, gt)
         if isinstance(checked, Judgement):
             out[i] = checked
-        else:
-            todo.append((i, *checked))
+            continue
+        k = pair_index.setdefault(checked, len(todo))
+        if k == len(todo):
+            todo.append(checked)
+            owners.append([])
+        owners[k].append(i)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(responses), desc=desc, unit="ans")
-        bar.update(len(responses) - len(todo))
+        bar.update(len(responses) - sum(len(o) for o in owners))
 
     if todo:
         if num_workers is None:
@@ -454,7 +652,7 @@ def verify_many(
         num_workers = max(1, min(int(num_workers), math.ceil(len(todo) / chunk_size)))
         chunks: queue.Queue = queue.Queue()
         for s in range(0, len(todo), chunk_size):
-            chunks.put(todo[s : s + chunk_size])
+            chunks.put(range(s, min(s + chunk_size, len(todo))))
         errors: list[BaseException] = []
         lock = threading.Lock()
         pool = _shared_pool(num_workers)
@@ -467,12 +665,15 @@ def verify_many(
                         chunk = chunks.get_nowait()
                     except queue.Empty:
                         return
-                    results = worker.run([(p, g) for _, p, g in chunk], timeout_s)
-                    for (i, pred, _), (correct, reason) in zip(chunk, results):
-                        out[i] = Judgement(bool(correct), pred, reason)
+                    results = worker.run([todo[k] for k in chunk], timeout_s)
+                    done = 0
+                    for k, (correct, reason) in zip(chunk, results):
+                        for i in owners[k]:
+                            out[i] = Judgement(bool(correct), todo[k][0], reason)
+                        done += len(owners[k])
                     if bar is not None:
                         with lock:
-                            bar.update(len(chunk))
+                            bar.update(done)
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(e)
             finally:

@@ -2,12 +2,14 @@
 
 import concurrent.futures
 import time
+from fractions import Fraction
 
 import pytest
 
 from dft_verl import rewards
 from dft_verl.prompts import INSTRUCTION, build_prompt, question_from_prompt
-from dft_verl.rewards import Judgement, compute_score, judge, last_boxed, normalize_gold, verify_many
+from dft_verl.rewards import (Judgement, compute_score, final_answer, judge, last_boxed, match_unbounded,
+                              normalize_gold, precheck, verify_many)
 
 
 def test_prompt_is_question_newline_instruction():
@@ -40,6 +42,29 @@ def test_last_boxed(text, expected):
 
 
 @pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so the answer is \\boxed{72}.", "72"),
+        ("\\boxed{1}, \\boxed{2}", "1,2"),  # parts of one answer, read as a set by math-verify
+        ("\\boxed{1} and \\boxed{2} and \\boxed{3}", "1,2,3"),
+        ("$x = \\boxed{3}$ and $y = \\boxed{4}$", "3,4"),
+        ("\\boxed{1} then \\boxed{2}", "1,2"),  # math-verify's rule: fewer than 10 characters apart
+        ("\\boxed{1} no no no no no \\boxed{2}", "2"),  # 10+ characters and no separator: the last box
+        ("I first got \\boxed{3}, but rechecking the whole computation from the start, and carefully, gives "
+         "\\boxed{5}", "5"),  # a separator but 70+ characters apart
+        ("so \\boxed{5}.\n\n**Final Answer**\n\\boxed{5}", "5"),  # identical parts count once
+        ("\\boxed{\\boxed{1}}, \\boxed{2}", "1,2"),
+        ("\\boxed{3} and a truncated \\boxed{12", "3"),
+        ("answer \\boxed{3}. Put it within \\boxed{}.", "3"),
+        ("no box", None),
+        (None, None),
+    ],
+)
+def test_final_answer(text, expected):
+    assert final_answer(text) == expected
+
+
+@pytest.mark.parametrize(
     "gold, expected",
     [
         ("Natalia sold 48/2 = 24 clips.\n#### 72", "72"),
@@ -53,6 +78,11 @@ def test_last_boxed(text, expected):
         (None, None),
         ("", None),
         (float("nan"), None),
+        ("\\(\\boxed{1}\\) and \\(\\boxed{-2}\\).", "1,-2"),  # a gold written as several boxes: all of them
+        ("so $\\boxed{28", "28"),  # a gold whose box never closes: the rest of the text
+        pytest.param(10**5000, None, id="int-of-5001-digits"),  # beyond Python's int -> str limit
+        (Fraction(1, 2), "0.5"),
+        ([5], None),
     ],
 )
 def test_normalize_gold(gold, expected):
@@ -92,6 +122,45 @@ EQUIVALENCE_TABLE = [
 ]
 
 
+# Answer classes the judge once failed where math-verify succeeds: (response, gold, pred, correct?).
+ANSWER_CLASS_TABLE = [
+    # several boxes that are parts of one answer are judged together
+    ("$\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}$", "(2, 2), (6, 2)", "(2, 2),(6, 2)", True),
+    ("\\boxed{1},\\boxed{2},\\boxed{3}", "\\{1,2,3\\}", "1,2,3", True),
+    ("\\boxed{1} or \\boxed{2}", "2", "1,2", False),  # hedging between two answers is not the answer
+    # a gold written as several boxes
+    ("$\\boxed{-2,1}$", "\\(\\boxed{1}\\) and \\(\\boxed{-2}\\).", "-2,1", True),
+    # percent answers
+    ("\\boxed{28\\%}", "28", "28\\%", True),
+    ("\\boxed{28\\%}", "28 \\%", "28\\%", True),
+    ("\\boxed{28}", "$28\\%$", "28", True),
+    ("\\boxed{28 \\text{ percent}}", "28", "28 \\text{ percent}", True),
+    ("\\boxed{27\\%}", "28", "27\\%", False),
+    # a gold whose box never closes
+    ("\\boxed{28}", "so the answer is $\\boxed{28", "28", True),
+    # \mathrm{e} is Euler's number
+    ("\\boxed{\\mathrm{e}}", "e", "\\mathrm{e}", True),
+    ("\\boxed{2\\mathrm{e}}", "2e", "2\\mathrm{e}", True),
+    ("\\boxed{\\mathrm{e}^{2}}", "e^2", "\\mathrm{e}^{2}", True),
+    ("\\boxed{1 - \\frac{1}{\\mathrm{e}}}", "1-e^{-1}", "1 - \\frac{1}{\\mathrm{e}}", True),
+    ("\\boxed{2\\mathrm{e}}", "2", "2\\mathrm{e}", False),
+]
+
+
+@pytest.mark.parametrize("response, gold, pred, correct", ANSWER_CLASS_TABLE)
+def test_answer_classes(response, gold, pred, correct):
+    assert judge(response, gold) == Judgement(correct, pred, "ok" if correct else "wrong")
+
+
+@pytest.mark.parametrize("pred, gold", [("72", "72"), ("072", "72"), ("-0", "0"), ("-3", "3"), ("10", "1"),
+                                        ("1" + "0" * 999, "1" + "0" * 999), ("1" + "0" * 999, "1" + "0" * 998)])
+def test_integer_fast_path_is_math_verify(pred, gold):
+    """Two plain integers are compared in the caller; math-verify (run here, unbounded) gives the same verdict."""
+    fast = precheck(f"\\boxed{{{pred}}}", gold)
+    assert isinstance(fast, Judgement)
+    assert (fast.correct, fast.reason) == match_unbounded(pred, gold)
+
+
 @pytest.mark.parametrize("pred, gold, equivalent", EQUIVALENCE_TABLE)
 def test_judge_equivalence_table(pred, gold, equivalent):
     response = f"Let me work it out.\nThus the answer is $\\boxed{{{pred}}}$."
@@ -121,6 +190,10 @@ def test_verify_many_matches_table_in_order():
         ("\\boxed{5}", "x" * (rewards.MAX_ANSWER_CHARS + 1), "bad_gold"),
         ("答案是 \\boxed{五} 😀", "5", "wrong"),
         ("\\boxed{\\frac{}{}}", "5", "wrong"),
+        ("\\boxed{" + "{" * 11 + "1" + "}" * 11 + "}", "1", "too_long"),  # deeper than MAX_ANSWER_DEPTH
+        ("\\boxed{5}", "(" * 11 + "5" + ")" * 11, "bad_gold"),
+        pytest.param("\\boxed{5}", 10**5000, "no_gold", id="int-gold-of-5001-digits"),
+        (["\\boxed{5}"], "5", "empty_response"),
     ],
 )
 def test_malformed_inputs_give_a_reason_not_a_crash(response, gold, reason):
