@@ -4,9 +4,9 @@ verl imports this module in every process that imports ``verl`` (drivers, torchr
 Ray workers), so registrations made here exist wherever verl looks them up. It selects nothing.
 
 - always: the "cpu" platform (``dft_verl.platform.cpu``; a cheap import), used when ``VERL_PLATFORM=cpu``.
-- in processes running with ``VERL_PLATFORM=cpu`` only: the ``hf`` rollout backend
-  (``dft_verl.rollout``) and the ``cpu_sync`` trainer mode (``dft_verl.trainer.ppo_cpu``). Their
-  imports pull in verl's rollout and trainer modules (~1-2 s per process), which GPU processes
+- in processes running with ``VERL_PLATFORM=cpu`` only (``register_cpu_mode``): the ``hf`` rollout
+  backend (``dft_verl.rollout``) and the ``cpu_sync`` trainer mode (``dft_verl.trainer.ppo_cpu``).
+  Their imports pull in verl's rollout and trainer modules (~1-2 s per process), which GPU processes
   never pay for. The CPU settings (``+platform=cpu``) put ``VERL_PLATFORM=cpu`` into every Ray worker.
 
 verl logs a plugin that fails to import at debug level only; tests/test_rollout_plugin.py asserts
@@ -15,8 +15,14 @@ the registrations in a fresh process.
 
 from dft_verl.platform import cpu as _cpu
 
-if _cpu.use_cpu_platform():
-    from dft_verl import rollout as _rollout
-    from dft_verl.trainer import ppo_cpu as _ppo_cpu  # noqa: F401  (register_trainer("cpu_sync"))
 
-    _rollout.register()
+def register_cpu_mode() -> None:
+    """Register the hf rollout backend and the cpu_sync trainer mode with verl (idempotent)."""
+    from dft_verl import rollout
+    from dft_verl.trainer import ppo_cpu  # noqa: F401  (register_trainer("cpu_sync") at import)
+
+    rollout.register()
+
+
+if _cpu.use_cpu_platform():
+    register_cpu_mode()

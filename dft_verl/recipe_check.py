@@ -200,6 +200,17 @@ def check_ppo_config(cfg) -> list[str]:
     if loss_mode not in core_algos.POLICY_LOSS_REGISTRY:
         raise RecipeCheckError(f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r} is not a verl policy "
                                f"loss; supported: {sorted(core_algos.POLICY_LOSS_REGISTRY)}")
+    if OmegaConf.select(cfg, "ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM") == "cpu":
+        from dft_verl.plugin import register_cpu_mode  # what every Ray worker of this run registers
+
+        register_cpu_mode()
+    mode = cfg.trainer.v1.trainer_mode
+    try:
+        from verl.trainer.ppo.v1 import get_trainer_cls
+
+        get_trainer_cls(mode)
+    except ValueError as e:
+        raise RecipeCheckError(f"trainer.v1.trainer_mode={mode!r}: {e}") from None
     rollout = cfg.actor_rollout_ref.rollout.name
     if rollout not in RolloutReplicaRegistry._registry:
         raise RecipeCheckError(f"actor_rollout_ref.rollout.name={rollout!r} is not a verl rollout; "
@@ -222,7 +233,7 @@ def check_ppo_config(cfg) -> list[str]:
         raise
     except Exception as e:  # noqa: BLE001 - verl raises AssertionError/ValueError/hydra errors alike
         raise RecipeCheckError(f"verl rejects the composed config: {type(e).__name__}: {e}") from None
-    notes.append(f"adv_estimator={est} critic={use_critic} ref={use_ref} rollout={rollout} "
+    notes.append(f"adv_estimator={est} critic={use_critic} ref={use_ref} rollout={rollout} trainer={mode} "
                  f"n={cfg.actor_rollout_ref.rollout.n}")
     path = cfg.reward.custom_reward_function.path
     if path:

@@ -117,8 +117,9 @@ def sample(
     log_probs = None
     if params.logprobs:
         scale = params.temperature if params.temperature > 0 else 1.0
-        logits = torch.stack(out.logits, dim=1).float().cpu() / scale  # [batch, steps, vocab]
-        log_probs = logits.log_softmax(-1).gather(-1, new[:, : logits.shape[1]].unsqueeze(-1)).squeeze(-1)
+        # one step at a time: stacking [batch, steps, vocab] would double the memory the logits already take
+        log_probs = torch.stack([(step.float().cpu() / scale).log_softmax(-1).gather(-1, new[:, t : t + 1]).squeeze(-1)
+                                 for t, step in enumerate(out.logits)], dim=1)
     eos = set() if params.ignore_eos else set(eos_ids)
     results = []
     for i, limit in enumerate(max_tokens):
