@@ -90,6 +90,9 @@ def test_eos_is_kept_and_ends_the_completion_unless_ignored(model_and_prompts):
     assert cut.token_ids == first.token_ids[: first.token_ids.index(stop) + 1] and cut.finished_by_eos
     full = sample(model, prompts[:1], [8], SamplingParams(temperature=0, ignore_eos=True), eos, tok.pad_token_id)[0]
     assert len(full.token_ids) == 8 and not full.finished_by_eos
+    by_stop_id = sample(model, prompts[:1], [8], SamplingParams(temperature=0, stop_token_ids=(stop,)),
+                        [tok.eos_token_id], tok.pad_token_id)[0]
+    assert by_stop_id.token_ids == cut.token_ids
 
 
 def test_each_request_keeps_its_own_max_tokens(model_and_prompts):

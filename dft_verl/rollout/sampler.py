@@ -32,6 +32,8 @@ class SamplingParams:
     temperature: 0 = greedy. top_k: <= 0 disables. top_p: 1.0 disables.
     repetition_penalty: 1.0 disables (HF's multiplicative penalty, as vLLM's).
     logprobs: return the sampled tokens' log-probabilities.
+    ignore_eos: generate max_tokens tokens whatever comes. stop_token_ids: extra ids that end a completion
+    (kept in it, as the EOS ids are).
     """
 
     temperature: float = 1.0
@@ -40,6 +42,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     logprobs: bool = False
     ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not self.temperature >= 0:
@@ -105,6 +108,7 @@ def sample(
         mask[i, width - len(p) :] = 1
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
+    eos_ids = list(dict.fromkeys([*eos_ids, *params.stop_token_ids]))
     config = _generation_config(params, max(max_tokens), eos_ids, pad_id)
     # transformers fills every setting left unset from model.generation_config (a checkpoint's top_k=50, say):
     # give it library defaults for the call, so only the parameters above apply.

@@ -27,7 +27,7 @@ from dft_verl.rollout.sampler import SamplingParams, sample
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPTIONS = {"max_batch_size": 64, "batch_wait_s": 0.05, "num_threads": None}
-_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "logprobs", "ignore_eos")
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "logprobs", "ignore_eos", "stop_token_ids")
 _DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
            "float32": torch.float32, "fp32": torch.float32}
 
@@ -111,6 +111,7 @@ class HFRolloutServer:
         self._lock: Optional[asyncio.Lock] = None
         self._params = dict(self.model.state_dict())
         self._loaded: set[str] = set()
+        self._warned: set[str] = set()
         self.stats = {"requests": 0, "batches": 0, "generated_tokens": 0, "generate_s": 0.0, "weight_syncs": 0}
 
     async def ready(self) -> bool:
@@ -133,7 +134,14 @@ class HFRolloutServer:
         return max(1, min(int(n), room))
 
     def sampling(self, sampling_params: dict) -> SamplingParams:
+        unknown = set(sampling_params) - set(_SAMPLING_KEYS) - self._warned
+        if unknown:
+            logger.warning("hf rollout: ignoring sampling parameter(s) %s (supported: %s)", sorted(unknown),
+                           list(_SAMPLING_KEYS))
+            self._warned |= unknown
         params = {k: sampling_params[k] for k in _SAMPLING_KEYS if sampling_params.get(k) is not None}
+        if "stop_token_ids" in params:
+            params["stop_token_ids"] = tuple(int(t) for t in params["stop_token_ids"])
         params.setdefault("repetition_penalty", self.config.repetition_penalty)
         params.setdefault("ignore_eos", self.config.ignore_eos)
         return SamplingParams(**params)
