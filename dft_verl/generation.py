@@ -122,50 +122,29 @@ def load_hf(model_path: str, dtype: str = "float32"):
     return model, tokenizer
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    if not ids:
-        raise ValueError("model and tokenizer define no eos token: generation could never stop early")
-    return ids
-
-
 def _generate_hf(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, batch_size, progress,
                  dtype: str = "float32") -> list[list[str]]:
-    import torch
+    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model, tokenizer = load_hf(str(model_path), dtype)
-    texts = chat_texts(tokenizer, prompts)
-    jobs = [(i, texts[i]) for i in range(len(prompts)) for _ in range(n)]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
+    jobs = [i for i in range(len(prompts)) for _ in range(n)]
     out: list[list[str]] = [[] for _ in prompts]
-    eos = _eos_ids(model, tokenizer)
-    starts = range(0, len(jobs), batch_size)
+    eos = eos_token_ids(model.generation_config, tokenizer)
+    params = SamplingParams(temperature=temperature, top_p=top_p)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc="generate", unit="seq")
-    for b, s in enumerate(starts):
+    for b, s in enumerate(range(0, len(jobs), batch_size)):
         batch = jobs[s : s + batch_size]
-        enc = tokenizer([t for _, t in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(model.device) for k, v in enc.items()}
-        torch.manual_seed(batch_seed(seed, b))
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-        with torch.no_grad():
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                eos_token_id=eos,
-                pad_token_id=tokenizer.pad_token_id,
-                **(sampling if temperature > 0 else {"do_sample": False}),
-            )
-        new_tokens = gen[:, enc["input_ids"].shape[1] :]
-        for (i, _), text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-            out[i].append(text)
+        completions = sample(model, [ids[i] for i in batch], [max_new_tokens] * len(batch), params, eos,
+                             tokenizer.pad_token_id, generator_seed=batch_seed(seed, b))
+        for i, c in zip(batch, completions):
+            out[i].append(tokenizer.decode(c.token_ids, skip_special_tokens=True))
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

@@ -53,6 +53,19 @@ class SamplingParams:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
 
+def eos_token_ids(generation_config, tokenizer, hf_config=None) -> list[int]:
+    """EOS ids as vLLM stops on them: the generation config's, then the tokenizer's and the model config's."""
+    ids: list[int] = []
+    for source in (getattr(generation_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None),
+                   getattr(hf_config, "eos_token_id", None)):
+        for i in [source] if isinstance(source, int) else (source or []):
+            if int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise ValueError("the model and tokenizer define no eos token: generation could never stop early")
+    return ids
+
+
 @dataclass(frozen=True)
 class Completion:
     token_ids: list[int]

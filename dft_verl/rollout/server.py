@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import torch
 
-from dft_verl.rollout.sampler import SamplingParams, sample
+from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +43,6 @@ def server_options(rollout_config) -> dict[str, Any]:
     if int(options["max_batch_size"]) < 1 or float(options["batch_wait_s"]) < 0:
         raise ValueError(f"engine_kwargs.hf: need max_batch_size >= 1 and batch_wait_s >= 0, got {given}")
     return options
-
-
-def eos_token_ids(model_config) -> list[int]:
-    """EOS ids as vLLM stops on them: the generation config's, plus the tokenizer's and config's."""
-    ids: list[int] = []
-    for source in (getattr(model_config.generation_config, "eos_token_id", None),
-                   getattr(model_config.tokenizer, "eos_token_id", None),
-                   getattr(model_config.hf_config, "eos_token_id", None)):
-        for i in [source] if isinstance(source, int) else (source or []):
-            if i not in ids:
-                ids.append(int(i))
-    if not ids:
-        raise ValueError(f"model {model_config.local_path!r} defines no eos token: generation could never stop early")
-    return ids
 
 
 def check_supported(model_config) -> None:
@@ -102,7 +88,7 @@ class HFRolloutServer:
                 self.model_config.local_path, config=hf_config, dtype=dtype, attn_implementation=attn,
                 trust_remote_code=self.model_config.trust_remote_code)
         self.model.eval()
-        self.eos_ids = eos_token_ids(self.model_config)
+        self.eos_ids = eos_token_ids(self.model_config.generation_config, self.model_config.tokenizer, hf_config)
         pad = getattr(self.model_config.tokenizer, "pad_token_id", None)
         self.pad_id = int(pad if pad is not None else self.eos_ids[0])
         self.max_model_len = int(self.config.max_model_len or hf_config.max_position_embeddings)
