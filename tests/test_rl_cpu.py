@@ -127,7 +127,8 @@ def test_ppo_with_critic_trains(rl_setup):
 
     root, model, data = rl_setup
     ckpt = root / "ckpt_ppo"
-    log = main_ppo("ppo", model, data, ckpt, STEPS, root / "ppo.log")
+    # One rollout replica spanning both trainer ranks (GRPO above runs one replica per rank): only rank 0 ships weights
+    log = main_ppo("ppo", model, data, ckpt, STEPS, root / "ppo.log", "actor_rollout_ref.rollout.tensor_model_parallel_size=2")
 
     check_rollout_follows_actor(log, range(1, STEPS + 1))
     value_loss = series(log, "critic/vf_loss")
