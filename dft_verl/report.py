@@ -20,8 +20,13 @@ five benchmarks, shown only when all five are present; its CI uses se = sqrt(sum
 paper's Table 3 average (Qwen2.5-Math-1.5B); the paper's per-benchmark numbers are not carried here ("—").
 Delta = ours - paper, in percentage points.
 
-Writes RUNS_DIR/report/table3.md and table3.csv (CSV: numbers only, empty where missing), and, when the inputs
-exist, fig1_accuracy_vs_step.png and fig2_token_probs.png. All files are written atomically.
+Paired comparisons (COMPARISONS: DFT-offline vs RFT, DPO, PPO, GRPO, iw-SFT; DFT-SFT vs SFT), when both rows have
+results on the same questions: A − B in points with a paired bootstrap 95% CI (``dft_verl.paired_stats``), and
+"not distinguishable" when the CI contains 0; the paper's A − B beside it.
+
+Writes RUNS_DIR/report/table3.md (table, then the paired comparisons), table3.csv (CSV: numbers only, empty where
+missing), paired.csv, and, when the inputs exist, fig1_accuracy_vs_step.png and fig2_token_probs.png. All files
+are written atomically.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Sequence
 
 from dft_verl.benchmarks import BENCHMARKS, DISPLAY_NAMES
 from dft_verl.eval import average_over_benchmarks, mean_ci95
+from dft_verl.paired_stats import DEFAULT_REPS, paired_bootstrap
 from dft_verl.pipeline.artifacts import atomic_write
 
 logger = logging.getLogger("dft_verl.report")
@@ -67,6 +73,12 @@ ROWS: tuple[Row, ...] = (
     Row("grpo", "GRPO", "online RL", 32.00),
     Row("iw_sft_offline", "iw-SFT", "offline RL", 31.86),
     Row("dft_offline", "DFT", "offline RL", 35.43),
+)
+
+# The comparisons the paper draws (A, B): DFT on offline-RL data against each RL baseline, DFT against SFT on SFT data.
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("dft_offline", "rft"), ("dft_offline", "dpo"), ("dft_offline", "ppo"), ("dft_offline", "grpo"),
+    ("dft_offline", "iw_sft_offline"), ("dft_sft", "sft"),
 )
 
 # The paper's per-benchmark Table-3 numbers are not reproduced here; a cell with no paper number prints "—".
@@ -161,6 +173,40 @@ def _settings_note(table: list[tuple[Row, dict | None]]) -> str:
     return note
 
 
+def paired_comparisons(table: list[tuple[Row, dict | None]], reps: int = DEFAULT_REPS) -> list[dict]:
+    """COMPARISONS whose two rows both have results: A - B with a paired bootstrap CI (dft_verl.paired_stats)."""
+    by_key = {row.key: (row, results) for row, results in table}
+    out = []
+    for a, b in COMPARISONS:
+        (row_a, res_a), (row_b, res_b) = by_key[a], by_key[b]
+        if res_a is None or res_b is None:
+            continue
+        acc = [{n: e["per_question_acc"] for n, e in r["benchmarks"].items()} for r in (res_a, res_b)]
+        try:
+            d = paired_bootstrap(acc[0], acc[1], reps=reps)
+        except ValueError as e:
+            logger.warning("paired comparison %s vs %s skipped: %s", a, b, e)
+            continue
+        paper = (None if row_a.paper_average is None or row_b.paper_average is None
+                 else row_a.paper_average - row_b.paper_average)
+        out.append({"a": a, "b": b, "label_a": f"{row_a.method} ({row_a.setting})",
+                    "label_b": f"{row_b.method} ({row_b.setting})", "diff": d.diff, "ci_lo": d.ci95[0],
+                    "ci_hi": d.ci95[1], "n_questions": d.n_questions, "benchmarks": ",".join(d.benchmarks),
+                    "verdict": d.verdict(row_a.method, row_b.method), "paper_diff": paper})
+    return out
+
+
+def paired_markdown(comparisons: list[dict]) -> str:
+    if not comparisons:
+        return ""
+    lines = ["", "Paired comparisons (same questions; A − B in points, paired bootstrap 95% CI):", "",
+             "| A | B | A − B [95% CI] | questions | verdict | paper A − B |", "|---|---|---:|---:|---|---:|"]
+    for c in comparisons:
+        lines.append(f"| {c['label_a']} | {c['label_b']} | {c['diff']:+.2f} [{c['ci_lo']:+.2f}, {c['ci_hi']:+.2f}] | "
+                     f"{c['n_questions']} | {c['verdict']} | {_delta(c['paper_diff'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(table: list[tuple[Row, dict | None]]) -> str:
     """Markdown Table 3: per benchmark ours [95% CI] and paper; Avg ours [CI], paper and delta."""
     header = ["Setting", "Method"]
@@ -218,9 +264,13 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(Path(path), write)
 
 
-def csv_text(records: list[dict]) -> str:
+PAIRED_COLUMNS = ["a", "b", "label_a", "label_b", "diff", "ci_lo", "ci_hi", "n_questions", "benchmarks", "verdict",
+                  "paper_diff"]
+
+
+def csv_text(records: list[dict], columns: list[str] = CSV_COLUMNS) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for rec in records:
         w.writerow({k: "" if v is None else (f"{v:.4f}" if isinstance(v, float) else v) for k, v in rec.items()})
@@ -292,11 +342,15 @@ def report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, pl
     out = Path(out) if out is not None else runs_dir / "report"
     table = collect(runs_dir)
     written = {}
-    md = to_markdown(table)
+    comparisons = paired_comparisons(table)
+    md = to_markdown(table) + paired_markdown(comparisons)
     write_text(out / "table3.md", md)
     written["table3.md"] = out / "table3.md"
     write_text(out / "table3.csv", csv_text(to_csv_rows(table)))
     written["table3.csv"] = out / "table3.csv"
+    if comparisons:
+        write_text(out / "paired.csv", csv_text(comparisons, PAIRED_COLUMNS))
+        written["paired.csv"] = out / "paired.csv"
     if plots:
         from dft_verl.analysis import plots as plotting
 
