@@ -413,3 +413,29 @@ def test_asft_defaults_and_anchor_on_any_weighting():
     assert LossConfig(type="asft").weighting == "dft"
     assert not LossConfig(type="dft").uses_kl_anchor
     assert LossConfig(type="sft", kl_anchor_coef=0.05).uses_kl_anchor
+
+
+def trainer_config(**overrides):
+    from omegaconf import OmegaConf
+
+    cfg = {"model": {"path": "unused", "use_fused_kernels": False}, "engine": {"strategy": "fsdp2"},
+           "data": {"use_dynamic_bsz": True}, "loss": {"type": "dft"}}
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    return OmegaConf.create(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"model__use_fused_kernels": True, "loss__type": "asft"}, "needs the full logits"),
+        ({"engine__ulysses_sequence_parallel_size": 2, "loss__kl_anchor_coef": 0.1}, "ulysses"),
+        ({"loss__normalization": "micro_batch"}, "use_dynamic_bsz=False"),
+    ],
+)
+def test_trainer_start_up_rejects_impossible_combinations(overrides, match):
+    from dft_verl.trainer.sft import check_loss_setup
+
+    with pytest.raises(ValueError, match=match):
+        check_loss_setup(trainer_config(**overrides))
