@@ -70,7 +70,7 @@ class FrozenReference:
 class KLAnchorClient(ReducingClient):
     """The training client with verl's ``distillation_use_topk`` flag set on every batch, so the FSDP
     engine passes the full logits to the loss (see the module docstring). verl 0.9.1 seam: the flag
-    is read in ``FSDPEngineWithLMHead.prepare_model_outputs``; tests/test_losses_trainer.py fails if
+    is read in ``FSDPEngineWithLMHead.prepare_model_outputs``; tests/test_trainer_torchrun.py fails if
     the KL stops arriving."""
 
     def _call(self, name, data):
