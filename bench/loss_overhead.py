@@ -16,7 +16,9 @@ ratios usable on a machine shared with other jobs.
 Peak memory is the high-water mark of that phase only: CUDA ``max_memory_allocated``; CPU the
 process's ``VmHWM``, reset (``/proc/self/clear_refs``) after imports, so it covers exactly one loss
 (``ru_maxrss`` is inherited from the parent on Linux and would report the parent's peak instead).
-Ratios are against the ``sft`` row of the same run; the load average is printed with them.
+On CPU each measuring process uses ``--threads`` threads (default 1: with more, OpenMP threads on
+cores shared with other jobs make single steps 10-100x slower at random). Ratios are against the
+``sft`` row of the same run; the load average is printed with every row.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ def proc_status_kib(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def reset_peak(device: str) -> None:
@@ -170,6 +180,8 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default=None, help="cuda if available, else cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads per measuring process (OMP_NUM_THREADS; 1 keeps timings stable on shared cores)")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
     ap.add_argument("--measure-row", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -189,26 +201,32 @@ def main(argv=None):
     if "sft" not in rows:
         rows.insert(0, "sft")
     base = [sys.executable, os.path.abspath(__file__)] + [f"--{k}={getattr(args, k)}" for k in SHAPE_ARGS]
+    print(f"device={args.device} model=qwen2(h={args.hidden}, L={args.layers}, V={args.vocab}, tied) "
+          f"batch={args.batch}x{args.seqlen} reps={args.reps} rounds={args.rounds} "
+          f"threads={args.threads if args.device == 'cpu' else '-'}", flush=True)
+    env = dict(os.environ)
+    if args.device == "cpu":
+        env["OMP_NUM_THREADS"] = str(args.threads)
     results = {}
-    for _ in range(args.rounds):
+    for round_ in range(1, args.rounds + 1):
         for name in rows:
-            proc = subprocess.run(base + [f"--measure-row={name}"], capture_output=True, text=True)
+            proc = subprocess.run(base + [f"--measure-row={name}"], capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 raise SystemExit(f"row {name!r} failed:\n{proc.stderr[-3000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"  round {round_} {name:26s} step {r['step_s'] * 1e3:9.1f} ms  peak {r['peak_bytes'] / 2**20:8.1f} MiB"
+                  f"  loadavg {load_average()}", flush=True)
             best = results.setdefault(name, r)
             results[name] = {k: min(best[k], r[k]) for k in r}
 
-    print(f"device={args.device} model=qwen2(h={args.hidden}, L={args.layers}, V={args.vocab}, tied) "
-          f"batch={args.batch}x{args.seqlen} reps={args.reps} rounds={args.rounds} loadavg={open('/proc/loadavg').read().split()[:3]}")
     memory = "peak CUDA allocated" if args.device == "cuda" else "peak RSS"
+    print(f"best of {args.rounds} round(s), loadavg {load_average()}")
     print(f"{'row':26s} {'step ms':>9s} {'time/sft':>9s} {memory + ' MiB':>22s} {'mem/sft':>8s}")
     sft = results["sft"]
     for name in rows:
         r = results[name]
         print(f"{name:26s} {r['step_s'] * 1e3:9.1f} {r['step_s'] / sft['step_s']:9.3f} "
               f"{r['peak_bytes'] / 2**20:22.1f} {r['peak_bytes'] / sft['peak_bytes']:8.3f}")
-
 
 if __name__ == "__main__":
     main()
