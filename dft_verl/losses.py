@@ -2,24 +2,38 @@
 
 Notation, per response token t of sequence i: ``lp_t = log p_theta(y_t | y_<t, x)`` (natural log,
 nats), ``p_t = exp(lp_t)``, ``m_t`` the loss mask (1 on assistant tokens), ``sg`` = stop-gradient.
-Every loss here is a weighted negative log-likelihood
+Every loss here is a weighted negative log-likelihood, optionally plus a KL anchor,
 
-    L = - sum_{i,t} w_t * m_t * lp_t / N,        N = number of masked tokens in the GLOBAL batch
+    l_t = - w_t * lp_t  +  lambda * KL(p_ref(.|y_<t, x) || p_theta(.|y_<t, x))      (KL only if lambda > 0)
 
 with the weight ``w_t`` always detached (a weight, never a path for gradient):
 
     sft      w_t = 1                                     (verl's sft_loss)
-    dft      w_t = sg(p_t)                               (Dynamic Fine-Tuning, token level: the method)
+    dft      w_t = max(sg(p_t)^q, c)                     (Dynamic Fine-Tuning; q = dft_power, c = dft_min_weight;
+                                                          q=1, c=0 is the method, q=0 is SFT exactly, 0<q<1 is
+                                                          "Beyond Log Likelihood"'s p^q family, c>0 a weight floor)
     dft_seq  w_t = sg(prod_{s in i} p_s)                 (ablation: sequence probability)
     dft_geo  w_t = sg(exp(mean_{s in i} lp_s))           (ablation: geometric-mean token probability)
     iw_sft   w_t = sg(clip(exp(sum_{s in i} (lp_s - lp_ref_s) / T_i), w_min, w_max))
                                                          (importance-weighted SFT; see ``iw_sft_weight``)
+    asft     the dft weight plus the KL anchor, lambda = kl_anchor_coef (default 0.1; ASFT, arXiv 2509.23753)
 
-For dft the per-token gradient is ``-p_t * grad lp_t / N = -grad p_t / N``: SFT's 1/p_t factor is
-cancelled. Normalisation matches verl's ``sft_loss`` exactly (``batch_num_tokens`` is the global
-token count, ``dp_size`` undoes the data-parallel gradient average), so ``sft`` here reproduces
-verl's loss and SFT/DFT curves are comparable. ``normalization="sequence"`` instead averages the
-per-sequence token means (each sequence weighs the same).
+For dft (q=1) the per-token gradient is ``-p_t * grad lp_t / N = -grad p_t / N``: SFT's 1/p_t factor is
+cancelled. The KL anchor is the full-vocabulary ``sum_v p_ref(v) (log p_ref(v) - log p_theta(v))`` against
+the frozen starting model (``kl_anchor_per_token``); it needs the logits, not just ``lp_t``.
+
+Normalisation of ``sum_{i,t} m_t l_t`` (``loss.normalization``):
+
+    token        / N * dp_size, N = masked tokens in the GLOBAL batch (verl's sft_loss: ``batch_num_tokens``;
+                 data-parallel gradient averaging undoes dp_size) -> the global token mean. Default.
+    sequence     sum_i (sum_t m_t l_t / T_i) / B * dp_size, B = global number of sequences -> mean of
+                 per-sequence token means (each sequence weighs the same).
+    micro_batch  / n_k / M, n_k = masked tokens of micro-batch k on this rank, M = micro-batches per rank
+                 (no dp_size: ranks are averaged by the gradient all-reduce) -> the mean over ranks and
+                 micro-batches of per-micro-batch token means. This is the official DFT code's normalisation
+                 (verl's legacy fsdp_sft_trainer with balance_dp_token=False), for reproducing the paper's runs.
+                 It equals ``token`` exactly when every micro-batch on every rank has the same number of
+                 response tokens; otherwise tokens of short micro-batches weigh more.
 
 Mask convention (verl 0.9.1): in ``no_padding`` mode ``log_probs`` is a jagged nested tensor whose
 position t holds the log-prob of token t+1, so the flattened ``loss_mask`` is rolled left by one;
@@ -32,8 +46,13 @@ from dataclasses import dataclass
 
 import torch
 
-LOSS_TYPES = ("sft", "dft", "dft_seq", "dft_geo", "iw_sft")
-NORMALIZATIONS = ("token", "sequence")
+LOSS_TYPES = ("sft", "dft", "dft_seq", "dft_geo", "iw_sft", "asft")
+NORMALIZATIONS = ("token", "sequence", "micro_batch")
+ASFT_KL_COEF = 0.1  # ASFT's default anchor weight (the authors' train.sh KL_WEIGHT)
+_CONFIG_KEYS = (
+    "type", "normalization", "dft_power", "dft_min_weight", "kl_anchor_coef", "kl_anchor_model",
+    "iw_clip", "iw_length_normalize",
+)
 
 
 @dataclass(frozen=True)
@@ -41,13 +60,21 @@ class LossConfig:
     """The ``loss:`` block of the ``dft_sft`` hydra config.
 
     type: one of LOSS_TYPES.
-    normalization: "token" (global token mean, verl's default) or "sequence".
+    normalization: one of NORMALIZATIONS (see module docstring).
+    dft_power: q >= 0 of the dft weight sg(p_t)^q (dft/asft only; 1 = DFT, 0 = SFT).
+    dft_min_weight: floor c in [0, 1] of the dft weight max(sg(p_t)^q, c) (dft/asft only; 0 = DFT).
+    kl_anchor_coef: lambda >= 0 of the KL anchor; None = ASFT_KL_COEF for asft, 0 otherwise.
+    kl_anchor_model: the frozen reference of the KL anchor; None = the starting model (model.path).
     iw_clip: (w_min, w_max) clip range of the iw-SFT importance weight.
     iw_length_normalize: divide the iw-SFT log-ratio by the sequence's token count T_i.
     """
 
     type: str = "dft"
     normalization: str = "token"
+    dft_power: float = 1.0
+    dft_min_weight: float = 0.0
+    kl_anchor_coef: float | None = None
+    kl_anchor_model: str | None = None
     iw_clip: tuple[float, float] = (0.5, 2.0)
     iw_length_normalize: bool = True
 
@@ -61,17 +88,45 @@ class LossConfig:
         lo, hi = self.iw_clip
         if not 0 < lo <= hi:
             raise ValueError(f"loss.iw_clip must satisfy 0 < w_min <= w_max, got {self.iw_clip}")
+        if not self.dft_power >= 0:
+            raise ValueError(f"loss.dft_power must be >= 0 (1 = DFT, 0 = SFT), got {self.dft_power}")
+        if not 0 <= self.dft_min_weight <= 1:
+            raise ValueError(f"loss.dft_min_weight must be in [0, 1] (0 = DFT), got {self.dft_min_weight}")
+        if self.weighting != "dft" and (self.dft_power != 1.0 or self.dft_min_weight != 0.0):
+            raise ValueError(
+                f"loss.dft_power / loss.dft_min_weight shape the dft weight; they do not apply to "
+                f"loss.type={self.type!r} (use loss.type=dft or asft)"
+            )
+        coef = self.kl_anchor_coef
+        if coef is None:
+            coef = ASFT_KL_COEF if self.type == "asft" else 0.0
+        object.__setattr__(self, "kl_anchor_coef", float(coef))
+        if not self.kl_anchor_coef >= 0:
+            raise ValueError(f"loss.kl_anchor_coef must be >= 0, got {self.kl_anchor_coef}")
+        if self.type == "asft" and self.kl_anchor_coef == 0:
+            raise ValueError("loss.type=asft needs loss.kl_anchor_coef > 0 (with 0 it is loss.type=dft)")
+
+    @property
+    def weighting(self) -> str:
+        """The ``token_weights`` rule: asft weights like dft."""
+        return "dft" if self.type == "asft" else self.type
+
+    @property
+    def uses_kl_anchor(self) -> bool:
+        return self.kl_anchor_coef > 0
 
     @classmethod
     def from_config(cls, cfg) -> "LossConfig":
         """Build from an omegaconf/dict ``loss`` block (missing keys take the defaults)."""
         cfg = dict(cfg or {})
-        known = {"type", "normalization", "iw_clip", "iw_length_normalize"}
-        unknown = set(cfg) - known
+        unknown = set(cfg) - set(_CONFIG_KEYS)
         if unknown:
-            raise ValueError(f"unknown key(s) in loss config: {sorted(unknown)}; supported: {sorted(known)}")
+            raise ValueError(f"unknown key(s) in loss config: {sorted(unknown)}; supported: {sorted(_CONFIG_KEYS)}")
         if "iw_clip" in cfg:
             cfg["iw_clip"] = tuple(float(x) for x in cfg["iw_clip"])
+        for key in ("dft_power", "dft_min_weight"):
+            if key in cfg:
+                cfg[key] = float(cfg[key])
         return cls(**cfg)
 
 
@@ -95,17 +150,22 @@ def token_weights(
     ref_log_prob: torch.Tensor | None = None,
     iw_clip: tuple[float, float] = (0.5, 2.0),
     iw_length_normalize: bool = True,
+    dft_power: float = 1.0,
+    dft_min_weight: float = 0.0,
 ) -> torch.Tensor:
     """Detached weight ``w_t`` (N,) of each token for ``loss_type`` (see module docstring).
 
     log_prob, mask, seg: flat (N,) tensors; mask is 0/1 float; seg gives each token's sequence id.
     ref_log_prob: flat (N,) reference-policy log-probs, required by iw_sft only.
+    dft_power, dft_min_weight: q and c of the dft weight max(p^q, c); p^q is computed as exp(q * lp),
+    so q=1 is bit-identical to exp(lp) and q=0 gives exactly 1.
     """
     lp = log_prob.detach().float()
     if loss_type == "sft":
         return torch.ones_like(lp)
     if loss_type == "dft":
-        return lp.exp()
+        w = (lp * dft_power).exp() if dft_power != 1.0 else lp.exp()
+        return w.clamp_min(dft_min_weight) if dft_min_weight > 0 else w
     seq_count = segment_sum(mask, seg, num_seqs).clamp_min(1.0)
     if loss_type == "dft_seq":
         return segment_sum(lp * mask, seg, num_seqs).exp()[seg]
@@ -148,6 +208,18 @@ def iw_sft_weight(
     return log_ratio.exp().clamp(clip[0], clip[1])
 
 
+def kl_anchor_per_token(student_logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """ASFT's anchor ``KL(p_ref || p_theta)`` per token, shape (T,), in nats, computed in fp32.
+
+    ``sum_v softmax(ref)_v * (log_softmax(ref)_v - log_softmax(student)_v)`` over the vocabulary
+    (``F.kl_div(log p_theta, log p_ref, log_target=True)`` summed over v). student_logits (T, V)
+    carries the gradient; ref_logits (T, V) is the frozen model's and is detached here.
+    """
+    log_q = torch.log_softmax(student_logits.float(), dim=-1)
+    log_p = torch.log_softmax(ref_logits.detach().float(), dim=-1)
+    return torch.nn.functional.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1)
+
+
 # ---------------------------------------------------------------------------
 # Layout handling: turn verl's model output + batch into flat (N,) tensors
 # ---------------------------------------------------------------------------
@@ -164,6 +236,14 @@ class FlatTokens:
     ref_log_prob: torch.Tensor | None = None
 
 
+def rolled_loss_mask(data) -> torch.Tensor:
+    """The no-padding ``loss_mask`` flattened and rolled left by one, so position t (which predicts
+    token t+1) is trained iff token t+1 is an assistant token. Shape (total_nnz,)."""
+    if "loss_mask" not in data.keys():
+        raise KeyError("batch has no 'loss_mask': the SFT dataset must produce one (verl MultiTurnSFTDataset)")
+    return torch.roll(data["loss_mask"].values(), shifts=-1, dims=0)
+
+
 def flatten_batch(log_prob: torch.Tensor, data, no_padding: bool) -> FlatTokens:
     """Align verl's ``log_probs`` with the loss mask the way ``verl.workers.utils.losses.sft_loss`` does.
 
@@ -174,11 +254,8 @@ def flatten_batch(log_prob: torch.Tensor, data, no_padding: bool) -> FlatTokens:
     """
     ref = data.get("ref_log_probs", None) if hasattr(data, "get") else None
     if no_padding:
-        if "loss_mask" not in data.keys():
-            raise KeyError("batch has no 'loss_mask': the SFT dataset must produce one (verl MultiTurnSFTDataset)")
-        loss_mask = data["loss_mask"]
         lp = log_prob.values()
-        mask = torch.roll(loss_mask.values(), shifts=-1, dims=0).to(lp.dtype)
+        mask = rolled_loss_mask(data).to(lp.dtype)
         lengths = log_prob.offsets().diff()
         num_seqs = lengths.numel()
         seg = torch.repeat_interleave(torch.arange(num_seqs, device=lp.device), lengths.to(lp.device))
@@ -193,58 +270,129 @@ def flatten_batch(log_prob: torch.Tensor, data, no_padding: bool) -> FlatTokens:
     return FlatTokens(lp, mask, seg, num_seqs, ref_flat)
 
 
-def weighted_nll(
-    flat: FlatTokens,
-    weights: torch.Tensor,
-    batch_num_tokens: float,
-    dp_size: int,
-    normalization: str = "token",
-    global_num_seqs: float | None = None,
-) -> torch.Tensor:
-    """``-sum_t w_t m_t lp_t`` normalised like verl's sft_loss (see module docstring).
+def flat_values(tensor: torch.Tensor) -> torch.Tensor:
+    """(N,) values of a per-token model output in the same layout as ``log_probs`` (jagged or padded)."""
+    return tensor.values() if tensor.is_nested else tensor.reshape(-1)
 
-    token:    / batch_num_tokens * dp_size                      (global token mean after DP averaging)
-    sequence: sum_i (per-sequence token sum / T_i) / global_num_seqs * dp_size
+
+@dataclass(frozen=True)
+class Normalizer:
+    """What ``reduce_token_losses`` divides by (see the module docstring).
+
+    batch_num_tokens: masked tokens in the global batch; dp_size: data-parallel ranks;
+    global_num_seqs: sequences in the global batch (sequence); num_micro_batches: micro-batches on
+    this rank (micro_batch)."""
+
+    normalization: str
+    batch_num_tokens: float
+    dp_size: int
+    global_num_seqs: float | None = None
+    num_micro_batches: int | None = None
+
+
+def reduce_token_losses(per_token: torch.Tensor, flat: FlatTokens, norm: Normalizer) -> torch.Tensor:
+    """Reduce per-token losses ``l_t`` (N,) of one micro-batch to the scalar verl back-propagates.
+
+    token:       sum_t m_t l_t / batch_num_tokens * dp_size
+    sequence:    sum_i (sum_{t in i} m_t l_t / T_i) / global_num_seqs * dp_size
+    micro_batch: sum_t m_t l_t / max(sum_t m_t, 1) / num_micro_batches
     """
-    per_token = weights.to(flat.log_prob.dtype) * flat.mask * flat.log_prob
-    if normalization == "token":
-        return -per_token.sum() / batch_num_tokens * dp_size
+    masked = per_token * flat.mask
+    if norm.normalization == "token":
+        return masked.sum() / norm.batch_num_tokens * norm.dp_size
+    if norm.normalization == "micro_batch":
+        return masked.sum() / flat.mask.sum().clamp_min(1.0) / norm.num_micro_batches
     seq_count = segment_sum(flat.mask, flat.seg, flat.num_seqs).clamp_min(1.0)
-    per_seq = segment_sum(per_token, flat.seg, flat.num_seqs) / seq_count
-    return -per_seq.sum() / global_num_seqs * dp_size
+    per_seq = segment_sum(masked, flat.seg, flat.num_seqs) / seq_count
+    return per_seq.sum() / norm.global_num_seqs * norm.dp_size
 
 
-def make_loss_fn(cfg: LossConfig):
+def batch_normalizer(normalization: str, data) -> Normalizer:
+    """Read the normaliser's counts from verl's micro-batch meta info (keys set by the engine and the
+    SFT trainer: batch_num_tokens, dp_size, global_batch_size, micro_batch_size_per_gpu, use_dynamic_bsz)."""
+    from verl.utils import tensordict_utils as tu
+
+    def meta(key):
+        return tu.get_non_tensor_data(data=data, key=key, default=None)
+
+    global_num_seqs = num_micro_batches = None
+    if normalization in ("sequence", "micro_batch"):
+        global_num_seqs = meta("global_batch_size")
+        if global_num_seqs is None:
+            raise ValueError(f"loss.normalization={normalization} needs 'global_batch_size' in the batch meta info")
+    if normalization == "micro_batch":
+        if meta("use_dynamic_bsz"):
+            raise ValueError(
+                "loss.normalization=micro_batch needs fixed-size micro-batches (data.use_dynamic_bsz=False): "
+                "with dynamic batching the loss cannot see how many micro-batches a rank runs"
+            )
+        per_rank = int(global_num_seqs) // int(data["dp_size"])
+        micro = int(meta("micro_batch_size_per_gpu"))
+        num_micro_batches = max(1, -(-per_rank // micro))
+    return Normalizer(normalization, data["batch_num_tokens"], data["dp_size"], global_num_seqs, num_micro_batches)
+
+
+def make_loss_fn(cfg: LossConfig, reference=None):
     """Return ``loss_fn(model_output, data, dp_group=None) -> (loss, metrics)`` for verl's
     ``TrainingWorker.set_loss_fn`` (the call signature of ``partial(sft_loss, config=None)``).
+
+    reference: with a KL anchor (``cfg.uses_kl_anchor``), a callable ``reference(data) -> (T, V)``
+    giving the frozen model's logits for the micro-batch's packed tokens (``dft_verl.trainer.kl_anchor``).
+    verl's FSDP engine then calls the same function first as its logits processor,
+    ``loss_fn(student_logits=(1, T, V), data=micro_batch)`` (the seam its top-K distillation uses,
+    switched on by the ``distillation_use_topk`` meta flag), which returns ``{"kl_anchor": (1, T)}``;
+    the engine hands that back as ``model_output["kl_anchor"]``, aligned like ``log_probs``.
 
     Metrics, each a global token mean over the batch (verl ``Metric`` with SUM aggregation, scaled
     like the loss so DP/micro-batch aggregation yields the global mean):
       ``dft/ce`` mean -lp_t (nats), ``dft/token_prob`` mean p_t, ``dft/weight`` mean w_t,
-      ``dft/weighted_loss`` the optimised loss value.
+      ``dft/kl_anchor`` mean KL (nats, with a KL anchor), ``dft/weighted_loss`` the optimised loss value.
     """
     from verl.utils import tensordict_utils as tu
     from verl.utils.dataset.dataset_utils import DatasetPadMode
     from verl.utils.metric import AggregationType, Metric
 
-    def loss_fn(model_output, data, dp_group=None, config=None):
+    if cfg.uses_kl_anchor and reference is None:
+        raise ValueError("a loss with a KL anchor (loss.type=asft or loss.kl_anchor_coef > 0) needs a reference model")
+
+    def kl_logits_processor(student_logits, data):
+        logits = student_logits.squeeze(0)
+        mask = rolled_loss_mask(data).to(logits.device)
+        if mask.numel() != logits.shape[0]:
+            raise ValueError(
+                f"the KL anchor expects one logits row per packed token ({mask.numel()}), got {logits.shape[0]}: "
+                "Ulysses sequence parallelism and static padding are not supported with it"
+            )
+        rows = mask.nonzero().squeeze(-1)  # only trained positions: the KL of prompt tokens is never used
+        ref_logits = reference(data)
+        kl = logits.new_zeros(logits.shape[0], dtype=torch.float32)
+        kl = kl.index_put((rows,), kl_anchor_per_token(logits[rows], ref_logits[rows]))
+        return {"kl_anchor": kl.unsqueeze(0)}
+
+    def loss_fn(model_output=None, data=None, dp_group=None, config=None, student_logits=None):
+        if student_logits is not None:
+            return kl_logits_processor(student_logits, data)
         pad_mode = tu.get_non_tensor_data(data=data, key="pad_mode", default=DatasetPadMode.NO_PADDING)
-        dp_size = data["dp_size"]
-        batch_num_tokens = data["batch_num_tokens"]
         flat = flatten_batch(model_output["log_probs"], data, no_padding=pad_mode == DatasetPadMode.NO_PADDING)
         weights = token_weights(
-            cfg.type, flat.log_prob, flat.mask, flat.seg, flat.num_seqs, flat.ref_log_prob,
-            cfg.iw_clip, cfg.iw_length_normalize,
+            cfg.weighting, flat.log_prob, flat.mask, flat.seg, flat.num_seqs, flat.ref_log_prob,
+            cfg.iw_clip, cfg.iw_length_normalize, cfg.dft_power, cfg.dft_min_weight,
         )
-        global_num_seqs = None
-        if cfg.normalization == "sequence":
-            global_num_seqs = tu.get_non_tensor_data(data=data, key="global_batch_size", default=None)
-            if global_num_seqs is None:
-                raise ValueError("loss.normalization=sequence needs 'global_batch_size' in the batch meta info")
-        loss = weighted_nll(flat, weights, batch_num_tokens, dp_size, cfg.normalization, global_num_seqs)
+        per_token = -weights.to(flat.log_prob.dtype) * flat.log_prob
+        kl = None
+        if cfg.uses_kl_anchor:
+            if "kl_anchor" not in model_output:
+                raise RuntimeError(
+                    "the KL anchor needs the engine to pass the logits to the loss (meta flag "
+                    "distillation_use_topk=True, set by dft_verl.trainer's KL-anchor client)"
+                )
+            kl = flat_values(model_output["kl_anchor"]).to(per_token.dtype)
+            per_token = per_token + cfg.kl_anchor_coef * kl
+        norm = batch_normalizer(cfg.normalization, data)
+        loss = reduce_token_losses(per_token, flat, norm)
 
         with torch.no_grad():
-            scale = dp_size / batch_num_tokens
+            scale = norm.dp_size / norm.batch_num_tokens
             lp = flat.log_prob.detach().float()
             m = flat.mask.float()
             metrics = {
@@ -252,6 +400,8 @@ def make_loss_fn(cfg: LossConfig):
                 "dft/token_prob": (lp.exp() * m).sum() * scale,
                 "dft/weight": (weights * m).sum() * scale,
             }
+            if kl is not None:
+                metrics["dft/kl_anchor"] = (kl.detach().float() * m).sum() * scale
             metrics = {k: Metric(AggregationType.SUM, v.item()) for k, v in metrics.items()}
             metrics["dft/weighted_loss"] = Metric(AggregationType.SUM, loss.detach().item())
         return loss, metrics

@@ -218,3 +218,224 @@ def test_segment_sum_and_weights_are_detached():
 def test_bad_config_is_rejected_with_supported_values(cfg, match):
     with pytest.raises(ValueError, match=match):
         LossConfig.from_config(cfg)
+
+
+# ---------------------------------------------------------------------------
+# The weighting options, micro_batch normalisation and the KL anchor
+# ---------------------------------------------------------------------------
+
+
+def run_loss(cfg, lp=None, data=None):
+    if lp is None:
+        _, lp = log_prob_leaf()
+    return make_loss_fn(cfg)(model_output={"log_probs": lp}, data=make_batch() if data is None else data)
+
+
+def test_dft_min_weight_golden():
+    """c = 0.4: trained probabilities 0.5, 0.25, 0.8, 0.6, 0.5 -> weights 0.5, 0.4, 0.8, 0.6, 0.5."""
+    loss, metrics = run_loss(LossConfig(type="dft", dft_min_weight=0.4))
+    weights = [0.5, 0.4, 0.8, 0.6, 0.5]
+    expected = sum(-w * math.log(p) for w, p in zip(weights, hand_probs())) / 5
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert metrics["dft/weight"].aggregate() == pytest.approx(sum(weights) / 5, rel=1e-6)  # 2.8 / 5
+    # the floor at 1 turns every weight into 1: SFT
+    assert run_loss(LossConfig(type="dft", dft_min_weight=1.0))[0].item() == pytest.approx(
+        run_loss(LossConfig(type="sft"))[0].item(), abs=1e-7)
+
+
+def test_dft_power_golden():
+    """q = 0.5: weights sqrt(p) = 0.7071, 0.5, 0.8944, 0.7746, 0.7071 on the trained tokens."""
+    loss, metrics = run_loss(LossConfig(type="dft", dft_power=0.5))
+    weights = [0.5 ** 0.5, 0.5, 0.8 ** 0.5, 0.6 ** 0.5, 0.5 ** 0.5]
+    expected = sum(-w * math.log(p) for w, p in zip(weights, hand_probs())) / 5
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert metrics["dft/weight"].aggregate() == pytest.approx(sum(weights) / 5, rel=1e-6)
+    # floor and power compose: max(sqrt(p), 0.75)
+    floored = [max(w, 0.75) for w in weights]
+    loss, _ = run_loss(LossConfig(type="dft", dft_power=0.5, dft_min_weight=0.75))
+    assert loss.item() == pytest.approx(sum(-w * math.log(p) for w, p in zip(floored, hand_probs())) / 5, rel=1e-6)
+
+
+@pytest.mark.parametrize("power,same_as", [(1.0, "dft"), (0.0, "sft")])
+def test_dft_power_endpoints_are_dft_and_sft(power, same_as):
+    """q=1 is DFT and q=0 is SFT, in the loss and in its gradient, to 1e-7."""
+    flat_a, lp_a = log_prob_leaf()
+    flat_b, lp_b = log_prob_leaf()
+    a, _ = run_loss(LossConfig(type="dft", dft_power=power), lp=lp_a)
+    b, _ = run_loss(LossConfig(type=same_as), lp=lp_b)
+    a.backward()
+    b.backward()
+    assert abs(a.item() - b.item()) < 1e-7
+    torch.testing.assert_close(flat_a.grad, flat_b.grad, rtol=0, atol=1e-7)
+
+
+def shard(rows, masks, dp_size, global_seqs, micro=1):
+    """One micro-batch of a rank: rows of token probabilities and their loss masks (verl layout)."""
+    lp = torch.nested.as_nested_tensor([torch.tensor([math.log(p) for p in r]) for r in rows], layout=torch.jagged)
+    td = TensorDict({"loss_mask": nested(masks, dtype=torch.int64)}, batch_size=[len(rows)])
+    tu.assign_non_tensor(td, pad_mode=DatasetPadMode.NO_PADDING, dp_size=dp_size, batch_num_tokens=10,
+                         global_batch_size=global_seqs, micro_batch_size_per_gpu=micro, use_dynamic_bsz=False)
+    return lp, td
+
+
+# Two ranks x two micro-batches of one sequence each, 3 + 2 and 1 + 4 trained tokens (10 in all).
+# Each row's last position is never trained (the rolled mask wraps to the next sequence's first token, 0).
+MICRO = {
+    0: [([0.5, 0.25, 0.8, 0.9], [0, 1, 1, 1]), ([0.6, 0.5, 0.3], [0, 1, 1])],
+    1: [([0.2, 0.7], [0, 1]), ([0.9, 0.4, 0.5, 0.1, 0.8], [0, 1, 1, 1, 1])],
+}
+
+
+def test_micro_batch_normalisation_golden():
+    """Per-micro-batch token means, averaged over micro-batches (M=2) and ranks (the gradient all-reduce):
+    sft: ((-ln .5 - ln .25 - ln .8)/3 + (-ln .6 - ln .5)/2 + (-ln .2)/1 + (-ln .9 - ln .4 - ln .5 - ln .1)/4) / 4."""
+    trained = {(r, k): [p for p, m in zip(row[:-1], mask[1:]) if m] for r, mbs in MICRO.items()
+               for k, (row, mask) in enumerate(mbs)}
+    assert [len(v) for v in trained.values()] == [3, 2, 1, 4]
+    for loss_type, weight in [("sft", lambda p: 1.0), ("dft", lambda p: p)]:
+        cfg = LossConfig(type=loss_type, normalization="micro_batch")
+        rank_losses = []
+        for r, mbs in MICRO.items():
+            total = 0.0
+            for row, mask in mbs:
+                lp, td = shard([row], [mask], dp_size=2, global_seqs=4)
+                total += make_loss_fn(cfg)(model_output={"log_probs": lp}, data=td)[0].item()
+            rank_losses.append(total)
+        expected = sum(sum(-weight(p) * math.log(p) for p in ps) / len(ps) for ps in trained.values()) / 4
+        if loss_type == "sft":  # by hand: (0.76753 + 0.60199 + 1.60944 + 1.00435) / 4; token mean 0.91334
+            assert expected == pytest.approx(0.995825, abs=1e-6)
+        assert sum(rank_losses) / 2 == pytest.approx(expected, rel=1e-6), loss_type
+        # ... which is not the global token mean when the micro-batches differ in size
+        token_mean = sum(-weight(p) * math.log(p) for ps in trained.values() for p in ps) / 10
+        assert abs(expected - token_mean) > 1e-3
+
+
+def test_micro_batch_equals_token_when_counts_are_equal():
+    """Every micro-batch holding the same number of trained tokens: micro_batch == token normalisation."""
+    mbs = [([0.5, 0.25, 0.9], [0, 1, 1]), ([0.6, 0.3, 0.8], [0, 1, 1])]
+    for norm in ("micro_batch", "token"):
+        total = 0.0
+        for row, mask in mbs:
+            lp, td = shard([row], [mask], dp_size=1, global_seqs=2)
+            tu.assign_non_tensor(td, batch_num_tokens=4)
+            total += make_loss_fn(LossConfig(type="dft", normalization=norm))(model_output={"log_probs": lp}, data=td)[0].item()
+        if norm == "micro_batch":
+            micro = total
+    assert micro == pytest.approx(total, rel=1e-7)
+
+
+def test_micro_batch_rejects_dynamic_batch_size():
+    lp, td = shard([[0.5, 0.5]], [[0, 1]], dp_size=1, global_seqs=1)
+    tu.assign_non_tensor(td, use_dynamic_bsz=True)
+    with pytest.raises(ValueError, match="use_dynamic_bsz=False"):
+        make_loss_fn(LossConfig(normalization="micro_batch"))(model_output={"log_probs": lp}, data=td)
+
+
+def test_kl_anchor_matches_independent_formula_and_gradient():
+    """KL(p_ref || p_theta) = sum_v p_ref (log p_ref - log p_theta), in float64 by hand; its gradient
+    w.r.t. the student logits is softmax(student) - softmax(ref)."""
+    from dft_verl.losses import kl_anchor_per_token
+
+    student = torch.tensor([[1.0, 0.0, -1.0, 0.5], [2.0, 2.0, 0.0, -3.0], [0.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    ref = torch.tensor([[0.0, 1.0, 0.0, 0.0], [2.0, 2.0, 0.0, -3.0], [3.0, -1.0, 0.5, 0.0]])
+    kl = kl_anchor_per_token(student, ref)
+    for t in range(3):
+        zs = sum(math.exp(x) for x in student[t].tolist())
+        zr = sum(math.exp(x) for x in ref[t].tolist())
+        q = [math.exp(x) / zs for x in student[t].tolist()]
+        p = [math.exp(x) / zr for x in ref[t].tolist()]
+        assert kl[t].item() == pytest.approx(sum(pv * math.log(pv / qv) for pv, qv in zip(p, q)), abs=1e-6)
+    assert kl[1].item() == pytest.approx(0.0, abs=1e-7)  # identical rows
+    kl.sum().backward()
+    torch.testing.assert_close(student.grad, torch.softmax(student.detach(), -1) - torch.softmax(ref, -1))
+
+
+def test_asft_loss_through_the_logits_processor_call():
+    """verl's engine calls the loss first with student_logits (the KL per packed token), then with
+    model_output; asft = dft + lambda * token mean of KL over trained tokens, KL 0 on untrained ones."""
+    torch.manual_seed(0)
+    n_tok, vocab = sum(SEQ_LEN), 6
+    student = torch.randn(n_tok, vocab, requires_grad=True)
+    ref_logits = torch.randn(n_tok, vocab)
+    data = make_batch()
+    lam = 0.3
+    fn = make_loss_fn(LossConfig(type="asft", kl_anchor_coef=lam), reference=lambda d: ref_logits)
+    kl = fn(student_logits=student.unsqueeze(0), data=data)["kl_anchor"]
+    assert kl.shape == (1, n_tok)
+    offs = [0, SEQ_LEN[0]]
+    trained_rows = [offs[i] + t for i, t in TRAINED]
+    untrained = [r for r in range(n_tok) if r not in trained_rows]
+    assert kl[0, untrained].abs().max().item() == 0.0
+
+    labels = torch.roll(torch.randint(0, vocab, (n_tok,)), -1)
+    lp_flat = torch.log_softmax(student, -1).gather(-1, labels[:, None])[:, 0]
+    offsets = torch.tensor([0, SEQ_LEN[0], n_tok])
+    model_output = {"log_probs": torch.nested.nested_tensor_from_jagged(lp_flat, offsets),
+                    "kl_anchor": torch.nested.nested_tensor_from_jagged(kl[0], offsets)}
+    loss, metrics = fn(model_output=model_output, data=data)
+    ref_kl = torch.nn.functional.kl_div(torch.log_softmax(student.detach(), -1), torch.log_softmax(ref_logits, -1),
+                                        log_target=True, reduction="none").sum(-1)
+    lp = lp_flat.detach()
+    expected = sum(-lp[r].exp() * lp[r] + lam * ref_kl[r] for r in trained_rows) / 5
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert metrics["dft/kl_anchor"].aggregate() == pytest.approx(ref_kl[trained_rows].mean().item(), rel=1e-6)
+    loss.backward()  # the anchor's gradient reaches the student logits
+    assert student.grad[untrained].abs().max().item() == 0.0
+    assert student.grad[trained_rows].abs().min().item() > 0.0
+
+
+def test_kl_anchor_needs_reference_and_logits():
+    with pytest.raises(ValueError, match="needs a reference model"):
+        make_loss_fn(LossConfig(type="asft"))
+    fn = make_loss_fn(LossConfig(type="dft", kl_anchor_coef=0.1), reference=lambda d: None)
+    with pytest.raises(RuntimeError, match="distillation_use_topk"):
+        fn(model_output={"log_probs": log_prob_leaf()[1]}, data=make_batch())
+
+
+@pytest.mark.parametrize(
+    "cfg,match",
+    [
+        ({"type": "sft", "dft_power": 0.5}, "do not apply to loss.type='sft'"),
+        ({"type": "iw_sft", "dft_min_weight": 0.1}, "do not apply"),
+        ({"type": "dft", "dft_power": -1}, "dft_power must be >= 0"),
+        ({"type": "dft", "dft_min_weight": 1.5}, r"dft_min_weight must be in \[0, 1\]"),
+        ({"type": "asft", "kl_anchor_coef": 0}, "asft needs loss.kl_anchor_coef > 0"),
+        ({"type": "dft", "kl_anchor_coef": -0.1}, "kl_anchor_coef must be >= 0"),
+    ],
+)
+def test_bad_weighting_options_are_rejected(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        LossConfig.from_config(cfg)
+
+
+def test_asft_defaults_and_anchor_on_any_weighting():
+    assert LossConfig(type="asft").kl_anchor_coef == 0.1
+    assert LossConfig(type="asft").weighting == "dft"
+    assert not LossConfig(type="dft").uses_kl_anchor
+    assert LossConfig(type="sft", kl_anchor_coef=0.05).uses_kl_anchor
+
+
+def trainer_config(**overrides):
+    from omegaconf import OmegaConf
+
+    cfg = {"model": {"path": "unused", "use_fused_kernels": False}, "engine": {"strategy": "fsdp2"},
+           "data": {"use_dynamic_bsz": True}, "loss": {"type": "dft"}}
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    return OmegaConf.create(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"model__use_fused_kernels": True, "loss__type": "asft"}, "needs the full logits"),
+        ({"engine__ulysses_sequence_parallel_size": 2, "loss__kl_anchor_coef": 0.1}, "ulysses"),
+        ({"loss__normalization": "micro_batch"}, "use_dynamic_bsz=False"),
+    ],
+)
+def test_trainer_start_up_rejects_impossible_combinations(overrides, match):
+    from dft_verl.trainer.sft import check_loss_setup
+
+    with pytest.raises(ValueError, match=match):
+        check_loss_setup(trainer_config(**overrides))

@@ -137,3 +137,64 @@ def test_ray_variant_trains_and_checkpoints(tiny_model_dir, sft_parquet, tmp_pat
     assert sorted(ce) == [1, 2, 3]
     assert ce[3] < ce[1] - 0.05
     assert (tmp_path / "ckpt" / "global_step_3" / "huggingface" / "model.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def fixed_micro_batch_runs(tiny_model_dir, sft_parquet, tmp_path_factory):
+    """Two steps each of dft, dft with verl's fused linear-cross-entropy and asft, from the same initial
+    model and data order, with the official DFT normalisation (loss.normalization=micro_batch) over fixed
+    micro-batches: 16 sequences, 2 ranks, 4 per micro-batch -> 2 micro-batches per rank."""
+    fixed = ["loss.normalization=micro_batch", "data.use_dynamic_bsz=False"]
+    runs = {
+        "dft": ("dft", fixed),
+        "dft_fused": ("dft", fixed + ["model.use_fused_kernels=True"]),
+        "asft": ("asft", fixed),
+    }
+    root = tmp_path_factory.mktemp("loss_family")
+    return {name: run_trainer(tiny_model_dir, sft_parquet, root / name, loss, steps=2, extra=extra)
+            for name, (loss, extra) in runs.items()}
+
+
+def test_fused_kernels_give_the_same_dft_training(fixed_micro_batch_runs):
+    """model.use_fused_kernels=True (verl's torch backend: log-probs without [tokens x vocab] logits)
+    trains DFT identically: same loss, cross-entropy and gradient norm at both steps (fp32)."""
+    plain, fused = fixed_micro_batch_runs["dft"], fixed_micro_batch_runs["dft_fused"]
+    assert "Using Torch backend for fused kernels" in fused
+    assert "Using Torch backend for fused kernels" not in plain
+    for key, rel in [("dft/weighted_loss", 1e-5), ("train/loss", 1e-5), ("dft/ce", 1e-6), ("train/grad_norm", 1e-4)]:
+        a, b = metric_series(plain, key), metric_series(fused, key)
+        assert sorted(a) == sorted(b) == [1, 2], key
+        assert all(b[s] == pytest.approx(a[s], rel=rel) for s in a), (key, a, b)
+
+
+def test_asft_anchor_starts_at_zero_and_grows(fixed_micro_batch_runs):
+    """The frozen reference is the starting model, aligned token for token: at step 1 the KL is 0 and
+    asft's loss is dft's; after one update the policy has moved and the anchor is positive."""
+    asft, dft = fixed_micro_batch_runs["asft"], fixed_micro_batch_runs["dft"]
+    kl = metric_series(asft, "dft/kl_anchor")
+    assert sorted(kl) == [1, 2], asft[-3000:]
+    assert abs(kl[1]) < 1e-6
+    assert kl[2] > 1e-4
+    assert metric_series(asft, "train/loss")[1] == pytest.approx(metric_series(dft, "train/loss")[1], rel=1e-5)
+    # loss = (positive) dft part + 0.1 * KL
+    loss = metric_series(asft, "train/loss")
+    assert loss[2] > 0.1 * kl[2]
+
+
+def test_fused_kernels_refuse_untied_embeddings(tiny_model_dir, sft_parquet, tmp_path):
+    """verl 0.9.1's FSDP2 wrap shards an untied lm_head on its own and the fused forward then fails
+    deep in the first step; the trainer refuses at start-up instead, naming the model and the fix."""
+    import json
+    import shutil
+
+    untied = tmp_path / "untied"
+    shutil.copytree(tiny_model_dir, untied)
+    config = json.loads((untied / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    (untied / "config.json").write_text(json.dumps(config))
+    cmd = [sys.executable, "-m", "dft_verl.trainer.sft", f"data.train_files={sft_parquet}", f"model.path={untied}",
+           "model.use_fused_kernels=True", *cpu_overrides()]
+    proc = subprocess.run(cmd, env=cpu_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"{untied} has tie_word_embeddings=False" in proc.stderr
+    assert "Set model.use_fused_kernels=False" in proc.stderr

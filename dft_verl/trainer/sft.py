@@ -5,7 +5,9 @@
 
 Config: ``dft_verl/config/dft_sft.yaml`` = verl's ``sft_trainer_engine`` + a ``loss:`` block. The
 only behaviour added to verl's ``SFTTrainer`` is the loss (installed with ``set_loss_fn``), input
-checks on the SFT parquet files, and per-step reduction of the loss's metrics before logging.
+checks on the SFT parquet files, start-up checks of the loss against the model/engine/data config
+(``check_loss_setup``), the frozen reference of the KL anchor when one is asked for
+(``dft_verl.trainer.kl_anchor``), and per-step reduction of the loss's metrics before logging.
 ``trainer.device=cpu`` selects this package's CPU platform (see ``dft_verl.platform.cpu``).
 """
 
@@ -19,6 +21,7 @@ from verl.trainer.sft_trainer import SFTTrainer
 
 from dft_verl.data import check_sft_files
 from dft_verl.losses import LossConfig, make_loss_fn
+from dft_verl.trainer.kl_anchor import FrozenReference, KLAnchorClient
 from dft_verl.trainer.metrics import ReducingClient
 
 
@@ -47,11 +50,63 @@ def use_reference_dataset(data_config) -> None:
             data_config.custom_cls.name = "RefLogProbSFTDataset"
 
 
+def check_loss_setup(config) -> LossConfig:
+    """Parse the ``loss:`` block and reject combinations that cannot run, before any process group starts.
+
+    - fused kernels (``model.use_fused_kernels=True``) give the loss log-probs only: every weighting
+      works, the KL anchor (which needs logits) does not; and under FSDP2 verl 0.9.1 shards an untied
+      ``lm_head`` on its own, which its fused forward then multiplies as a DTensor with a plain
+      tensor (``mixed torch.Tensor and DTensor``): refused for untied embeddings.
+    - the KL anchor runs the reference on whole sequences: no Ulysses sequence parallelism.
+    - ``normalization=micro_batch`` needs a known micro-batch count: no dynamic batch size.
+    """
+    loss = LossConfig.from_config(config.get("loss"))
+    model, engine = config.model, config.get("engine", {})
+    if model.get("use_fused_kernels", False):
+        if loss.uses_kl_anchor:
+            raise ValueError(
+                "the KL anchor (loss.type=asft / loss.kl_anchor_coef > 0) needs the full logits, which "
+                "model.use_fused_kernels=True never materialises: set model.use_fused_kernels=False"
+            )
+        from transformers import AutoConfig
+
+        hf = AutoConfig.from_pretrained(model.path, trust_remote_code=model.get("trust_remote_code", False))
+        tied = getattr(hf.get_text_config(), "tie_word_embeddings", getattr(hf, "tie_word_embeddings", False))
+        if not tied and engine.get("strategy", "fsdp") == "fsdp2":
+            raise ValueError(
+                f"model.use_fused_kernels=True needs tied input/output embeddings under engine.strategy=fsdp2: "
+                f"{model.path} has tie_word_embeddings=False, and verl 0.9.1 shards its lm_head separately, so the "
+                "fused forward fails with 'mixed torch.Tensor and DTensor'. Set model.use_fused_kernels=False"
+            )
+    if loss.uses_kl_anchor and int(engine.get("ulysses_sequence_parallel_size", 1) or 1) > 1:
+        raise ValueError("the KL anchor does not support engine.ulysses_sequence_parallel_size > 1")
+    if loss.normalization == "micro_batch" and config.data.get("use_dynamic_bsz", False):
+        raise ValueError("loss.normalization=micro_batch needs data.use_dynamic_bsz=False (fixed micro-batches)")
+    return loss
+
+
+def kl_anchor_reference(config, loss: LossConfig) -> FrozenReference | None:
+    """The frozen starting model of the KL anchor, in the actor's compute dtype; None without an anchor."""
+    if not loss.uses_kl_anchor:
+        return None
+    precision = config.engine.get("mixed_precision", None) or {}
+    return FrozenReference(
+        loss.kl_anchor_model or config.model.path,
+        dtype=str(precision.get("param_dtype", "bf16")),
+        trust_remote_code=config.model.get("trust_remote_code", False),
+    )
+
+
+def training_client(client, loss: LossConfig):
+    """verl's client wrapped for scalar metrics, and for logits reaching the loss under a KL anchor."""
+    return KLAnchorClient(client) if loss.uses_kl_anchor else ReducingClient(client)
+
+
 class LossFamilyMixin:
     """Reads the ``loss:`` block and checks the SFT files; shared by the torchrun and Ray trainers."""
 
     def _build_config(self):
-        self.loss_config = LossConfig.from_config(self.config.get("loss"))
+        self.loss_config = check_loss_setup(self.config)
         super()._build_config()
 
     def _build_dataset(self):
@@ -69,9 +124,9 @@ class DFTSFTTrainer(LossFamilyMixin, SFTTrainer):
 
     def _build_engine(self):
         super()._build_engine()
-        self.loss_fn = make_loss_fn(self.loss_config)
+        self.loss_fn = make_loss_fn(self.loss_config, kl_anchor_reference(self.config, self.loss_config))
         self.training_client.set_loss_fn(loss_fn=self.loss_fn)
-        self.training_client = ReducingClient(self.training_client)
+        self.training_client = training_client(self.training_client, self.loss_config)
 
 
 def run_sft(config) -> None:
@@ -87,7 +142,7 @@ def run_sft(config) -> None:
 
 @hydra.main(config_path="../config", config_name="dft_sft", version_base=None)
 def main(config) -> None:
-    LossConfig.from_config(config.get("loss"))  # fail before any process group starts
+    check_loss_setup(config)  # fail before any process group starts
     select_platform(config)
     run_sft(config)
 

@@ -17,11 +17,12 @@ import hydra
 import ray
 from verl.trainer.sft_trainer_ray import SFTTrainer as RaySFTTrainer
 
-from dft_verl.losses import LossConfig, make_loss_fn
+from dft_verl.losses import make_loss_fn
 from dft_verl.platform.cpu import use_cpu_platform
 from dft_verl.platform.workers import GlooReadyTrainingWorker
-from dft_verl.trainer.metrics import ReducingClient
-from dft_verl.trainer.sft import LossFamilyMixin, select_platform
+from dft_verl.trainer.sft import (
+    LossFamilyMixin, check_loss_setup, kl_anchor_reference, select_platform, training_client,
+)
 
 
 class DFTRaySFTTrainer(LossFamilyMixin, RaySFTTrainer):
@@ -31,7 +32,7 @@ class DFTRaySFTTrainer(LossFamilyMixin, RaySFTTrainer):
         from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
         from verl.workers.engine_workers import TrainingWorkerConfig
 
-        self.loss_fn = make_loss_fn(self.loss_config)
+        self.loss_fn = make_loss_fn(self.loss_config, kl_anchor_reference(self.config, self.loss_config))
         config = TrainingWorkerConfig(
             model_type="language_model",
             model_config=self.model_config,
@@ -49,7 +50,7 @@ class DFTRaySFTTrainer(LossFamilyMixin, RaySFTTrainer):
         )
         group.set_loss_fn(loss_fn=self.loss_fn)
         group.reset()
-        self.training_client = ReducingClient(group)
+        self.training_client = training_client(group, self.loss_config)
 
 
 def run_sft_ray(config) -> None:
@@ -65,7 +66,7 @@ def run_sft_ray(config) -> None:
 
 @hydra.main(config_path="../config", config_name="dft_sft", version_base=None)
 def main(config) -> None:
-    LossConfig.from_config(config.get("loss"))
+    check_loss_setup(config)
     select_platform(config)
     run_sft_ray(config)
 
