@@ -39,7 +39,7 @@ def test_split_hydra_args():
 
 def test_recipe_configs_pass():
     notes = " ".join(check_command(GRPO))
-    assert "adv_estimator=grpo critic=False ref=True rollout=vllm n=4" in notes
+    assert "adv_estimator=grpo critic=False ref=True rollout=vllm trainer=sync n=4" in notes
     assert "reward=pkg://dft_verl.rewards:compute_score" in notes
     assert "adv_estimator=gae critic=True" in " ".join(check_command(PPO))
     assert "loss.type=dft" in " ".join(check_command(SFT))
@@ -52,7 +52,7 @@ def test_recipe_configs_pass():
     (SFT + ["optim.lr_scheduler_type=linear"], "rejects the composed config (optim)"),
     (GRPO + ["actor_rollout_ref.actor.optim.lrr=1e-6"], "unknown key 'actor_rollout_ref.actor.optim.lrr'"),
     (GRPO + ["algorithm.adv_estimator=grpoo"], "not a verl advantage estimator"),
-    (GRPO + ["actor_rollout_ref.rollout.name=hf"], "not a verl rollout"),
+    (GRPO + ["actor_rollout_ref.rollout.name=vllmm"], "not a verl rollout"),
     (GRPO + ["trainer.n_gpus_per_node=3"], "must be divisible"),  # 256 prompts x 4 samples over 3 GPUs
     (GRPO + ["reward.custom_reward_function.name=score"], "does not load"),
     (PPO + ["critic.ppo_mini_batch_size=512"], "critic.ppo_mini_batch_size"),

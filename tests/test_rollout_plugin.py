@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 PROBE = r"""
 import json, sys
 import verl
@@ -53,3 +55,16 @@ def test_gpu_processes_import_nothing_more():
     assert "hf" not in out["replicas"] and "hf" not in out["adapters"]
     assert not out["trainer_imported"] and not out["rollout_imported"]
     assert "vllm" in out["replicas"]  # verl's own registrations untouched
+
+
+def test_dry_run_checks_the_cpu_mode_as_the_workers_will_see_it(tiny_model_dir):
+    """`+platform=cpu` composes over the online configs; the checker registers what every Ray worker of that run
+    registers (VERL_PLATFORM=cpu from the config), so the hf rollout and cpu_sync trainer resolve."""
+    from dft_verl.recipe_check import RecipeCheckError, check_command
+
+    base = ["python", "-m", "verl.trainer.main_ppo", "--config-path=pkg://dft_verl.config.online", "--config-name=grpo",
+            f"actor_rollout_ref.model.path={tiny_model_dir}"]
+    notes = " ".join(check_command(base + ["+platform=cpu"]))
+    assert "rollout=hf trainer=cpu_sync" in notes
+    with pytest.raises(RecipeCheckError, match="Unknown trainer 'cpu_synk'"):
+        check_command(base + ["+platform=cpu", "trainer.v1.trainer_mode=cpu_synk"])
