@@ -117,7 +117,7 @@ class HFServerAdapter(BaseRollout):
         size = 0
         try:
             for name, tensor in weights:
-                bucket[name] = tensor.detach().to("cpu", copy=True)
+                bucket[name] = tensor.detach().cpu()  # a gathered full tensor (FSDP) or the parameter itself
                 size += tensor.numel() * tensor.element_size()
                 if size >= self.bucket_bytes:
                     await server.load_weights.remote(bucket)
