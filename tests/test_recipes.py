@@ -25,7 +25,7 @@ SFT_FAMILY = {  # row -> (loss.type, training data under DATA_DIR)
     "iw_sft_offline": ("iw_sft", "filter/sft.parquet"),
 }
 # Every variable common.sh or a recipe reads from the caller's environment.
-RECIPE_ENV = re.compile(r"^(MODEL_PATH|DATA_DIR|RUNS_DIR|CKPT_DIR|NNODES|N_GPUS_PER_NODE|NODE_RANK|MASTER_\w+|"
+RECIPE_ENV = re.compile(r"^(PRESET|MODEL_PATH|MODEL_BUILD|SAVE_FREQ|VERIFY_\w+|DATA_DIR|RUNS_DIR|CKPT_DIR|NNODES|N_GPUS_PER_NODE|NODE_RANK|MASTER_\w+|"
                         r"RAY_ADDRESS|PYTHON|DRY_RUN|RECIPE_CHECK_QUEUE|SFT_\w+|RL_\w+|DPO_\w+|GRPO_\w+|PPO_\w+|"
                         r"IW_SFT_\w+|EVAL_\w+|DATA_\w+|SAMPLE_\w+|ROWS)$")
 

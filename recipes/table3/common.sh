@@ -276,7 +276,7 @@ run_logged() {
     "$@" 2>&1 | tee -a "$log" || rc=$?
     if [[ "$rc" != 0 ]]; then
         { set +x; } 2>/dev/null
-        echo "FAILED (exit $rc): $1 ... ; full log: $log" >&2
+        echo "FAILED (exit $rc): ${*:1:3} ...; full log: $log" >&2
         exit "$rc"
     fi
 }
@@ -300,6 +300,7 @@ node0_writes() {
     if [[ -f "$file" ]]; then
         echo "$file exists; skipping (delete it to recompute)"
     elif [[ "$NODE_RANK" == 0 ]]; then
+        if [[ "$DRY_RUN" != 1 ]]; then mkdir -p "$(dirname "$file")"; fi
         run_logged "$log" "$@"
     elif [[ "$DRY_RUN" == 1 ]]; then
         echo "[node $NODE_RANK] would wait for $file (written by node 0)"

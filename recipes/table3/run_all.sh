@@ -44,5 +44,11 @@ for row in "${rows[@]}"; do
     fi
 done
 
-# The report reads RUNS_DIR only: it runs here, also when the rows went to a Ray cluster.
-run_logged "$runs_dir/report.log" "$PYTHON" -m dft_verl.report "$runs_dir"
+# The report reads RUNS_DIR only: it runs here, also when the rows went to a Ray cluster. It is skipped when
+# no results.json is newer than its table (a rerun that finds everything done rewrites nothing).
+table=$runs_dir/report/table3.md
+if [[ "$DRY_RUN" != 1 && -f "$table" && -z "$(find "$runs_dir" -name results.json -newer "$table" -print -quit)" ]]; then
+    echo "report: $table is up to date; skipping"
+else
+    run_logged "$runs_dir/report.log" "$PYTHON" -m dft_verl.report "$runs_dir"
+fi

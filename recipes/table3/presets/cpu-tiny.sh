@@ -33,3 +33,6 @@ RL_MAX_RESPONSE_LENGTH=${RL_MAX_RESPONSE_LENGTH:-48}
 GRPO_N=${GRPO_N:-2}
 EVAL_BACKEND=${EVAL_BACKEND:-hf}
 EVAL_ARGS=${EVAL_ARGS:---benchmarks math500 --k 2 --max-new-tokens 48 --batch-size 16 --num-workers 1}
+# A checkpoint per step, each evaluated (the report's accuracy-vs-step figure)
+SAVE_FREQ=${SAVE_FREQ:-1}
+EVAL_EVERY_CHECKPOINT=${EVAL_EVERY_CHECKPOINT:-1}
