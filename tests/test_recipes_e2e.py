@@ -32,7 +32,7 @@ def table3_rows() -> list[str]:
 
 def tiny_env(runs: Path, **extra: str) -> dict[str, str]:
     """The caller's environment minus recipe settings, plus PRESET=cpu-tiny into ``runs``."""
-    from tests.test_recipes import RECIPE_ENV
+    from test_recipes import RECIPE_ENV
 
     env = {k: v for k, v in os.environ.items() if not RECIPE_ENV.match(k)}
     venv_bin = str(Path(sys.executable).parent)  # torchrun and ray of this interpreter

@@ -147,7 +147,10 @@ export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 # DEVICE=cpu, the CPU platform in every process it starts; it reserves GPUs only on DEVICE=gpu.
 runtime_env='"excludes": [".git", ".venv", "runs", "checkpoints", "outputs"]'
 if [[ "$DEVICE" == cpu ]]; then
-    runtime_env+=', "env_vars": {"VERL_PLATFORM": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_POLICY": "PASSIVE"}'
+    # The trainers' own ray.init(runtime_env=...) sets some of these variables again (same values): Ray refuses
+    # such a job unless RAY_OVERRIDE_JOB_RUNTIME_ENV=1 lets it merge the two (the job's working_dir is kept).
+    runtime_env+=', "env_vars": {"VERL_PLATFORM": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_POLICY": "PASSIVE",'
+    runtime_env+=' "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}'
 fi
 ray_submit=(ray job submit "--address=$RAY_ADDRESS" "--working-dir=$repo_root" "--runtime-env-json={$runtime_env}")
 if [[ "$NNODES" -gt 1 ]]; then
@@ -191,7 +194,8 @@ if [[ "$DEVICE" == cpu ]]; then
     fi
 fi
 # Checkpoint frequency of every trained row (empty: the config's own)
-save_args=(${SAVE_FREQ:+"trainer.save_freq=$SAVE_FREQ"})
+save_args=()
+if [[ -n "$SAVE_FREQ" ]]; then save_args+=("trainer.save_freq=$SAVE_FREQ"); fi
 
 # Overrides every SFT-family row shares: the paper's optimiser and data limits, the cluster shape, and
 # HF weights in every checkpoint (global_step_<N>/huggingface) for evaluation.
@@ -226,11 +230,13 @@ rl_common_args=(
     "trainer.total_epochs=$RL_EPOCHS"
     "trainer.nnodes=$NNODES"
     "trainer.n_gpus_per_node=$N_GPUS_PER_NODE"
-    ${RL_MAX_PROMPT_LENGTH:+"data.max_prompt_length=$RL_MAX_PROMPT_LENGTH"}
-    ${RL_MAX_RESPONSE_LENGTH:+"data.max_response_length=$RL_MAX_RESPONSE_LENGTH"}
-    ${RL_MINI_BATCH_SIZE:+"actor_rollout_ref.actor.ppo_mini_batch_size=$RL_MINI_BATCH_SIZE"}
     "${save_args[@]}"
 )
+if [[ -n "$RL_MAX_PROMPT_LENGTH" ]]; then rl_common_args+=("data.max_prompt_length=$RL_MAX_PROMPT_LENGTH"); fi
+if [[ -n "$RL_MAX_RESPONSE_LENGTH" ]]; then rl_common_args+=("data.max_response_length=$RL_MAX_RESPONSE_LENGTH"); fi
+if [[ -n "$RL_MINI_BATCH_SIZE" ]]; then
+    rl_common_args+=("actor_rollout_ref.actor.ppo_mini_batch_size=$RL_MINI_BATCH_SIZE")
+fi
 if [[ -n "$RL_MICRO_BATCH_SIZE_PER_GPU" ]]; then
     rl_common_args+=(
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=$RL_MICRO_BATCH_SIZE_PER_GPU"

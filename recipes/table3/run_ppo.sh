@@ -17,7 +17,10 @@ PPO_CRITIC_LR=${PPO_CRITIC_LR:-1e-5}
 
 row=ppo
 ckpt=$ckpt_root/$row
-extra_args=(${RL_MICRO_BATCH_SIZE_PER_GPU:+"critic.ppo_micro_batch_size_per_gpu=$RL_MICRO_BATCH_SIZE_PER_GPU"})
+extra_args=()
+if [[ -n "$RL_MICRO_BATCH_SIZE_PER_GPU" ]]; then
+    extra_args+=("critic.ppo_micro_batch_size_per_gpu=$RL_MICRO_BATCH_SIZE_PER_GPU")
+fi
 
 train_once "$row" "${ppo_launcher[@]}" \
     --config-name=ppo \
