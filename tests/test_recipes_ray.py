@@ -50,10 +50,13 @@ def ray_head():
     # A short temp folder of its own: Ray's unix sockets live under it (path length limit) and its processes
     # can be found by it at teardown.
     temp = tempfile.mkdtemp(prefix="rayt", dir="/tmp")
+    # Ray >= 2.5x turns token authentication on when ~/.ray/auth_token exists (left by any earlier local
+    # ray.init); its job agent then never accepted jobs here. The head listens on loopback only: no tokens.
+    auth = {"RAY_AUTH_MODE": "disabled"}
     dashboard = free_port()
     venv_bin = str(Path(sys.executable).parent)
     env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""),
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]), RAY_USAGE_STATS_ENABLED="0")
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]), RAY_USAGE_STATS_ENABLED="0", **auth)
     head = subprocess.Popen(
         [os.path.join(venv_bin, "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=16",
          "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
@@ -62,15 +65,15 @@ def ray_head():
     address = f"http://127.0.0.1:{dashboard}"
     try:
         deadline = time.time() + 180
-        while True:  # the job server answers once the dashboard is up
-            probe = subprocess.run([os.path.join(venv_bin, "ray"), "job", "list", f"--address={address}"],
-                                   capture_output=True, text=True, env=env)
+        while True:  # jobs are accepted once the dashboard and the node's job agent are up
+            probe = subprocess.run([os.path.join(venv_bin, "ray"), "job", "submit", f"--address={address}", "--",
+                                    "true"], capture_output=True, text=True, env=env)
             if probe.returncode == 0:
                 break
             assert head.poll() is None, head.stdout.read()
             assert time.time() < deadline, probe.stderr[-2000:]
             time.sleep(3)
-        yield address
+        yield address, auth
     finally:
         head.send_signal(signal.SIGTERM)  # `ray start --block` ends the processes it started
         try:
@@ -85,13 +88,14 @@ def ray_head():
 
 
 def test_rows_as_ray_jobs_land_where_the_local_run_puts_them(ray_head, tmp_path):
+    address, auth = ray_head
     runs = tmp_path / "runs"
-    proc = run_all(runs, "data", "sft", "grpo", RAY_ADDRESS=ray_head, timeout=1500)
+    proc = run_all(runs, "data", "sft", "grpo", RAY_ADDRESS=address, timeout=1500, **auth)
     assert proc.returncode == 0, proc.stdout[-6000:]
     # every command of the rows went through `ray job submit` and the jobs succeeded
     submitted = re.findall(r"^\+ ray job submit --address=(\S+) .* -- python -m (\S+)", proc.stdout, re.M)
     modules = [m for _, m in submitted]
-    assert {a for a, _ in submitted} == {ray_head}
+    assert {a for a, _ in submitted} == {address}
     for module in ("dft_verl.demo.offline_inputs", "dft_verl.pipeline", "dft_verl.trainer.sft_ray",
                    "verl.trainer.main_ppo", "dft_verl.eval"):
         assert module in modules, modules
@@ -112,7 +116,7 @@ def test_rows_as_ray_jobs_land_where_the_local_run_puts_them(ray_head, tmp_path)
     shutil.rmtree(runs / "sft")
     shutil.rmtree(runs / "checkpoints" / "sft")
     before = outputs(runs)
-    bad = run_all(runs, "sft", "grpo", RAY_ADDRESS=ray_head, SFT_LR="not-a-number", timeout=600)
+    bad = run_all(runs, "sft", "grpo", RAY_ADDRESS=address, SFT_LR="not-a-number", timeout=600, **auth)
     assert bad.returncode != 0
     assert re.search(r"Job '\S+' failed", bad.stdout), bad.stdout[-3000:]
     assert f"full log: {runs / 'sft' / 'train.log'}" in bad.stdout
