@@ -56,7 +56,7 @@ def write_inputs(task_dir: Path, n_train: int, n_test: int, seed: int = 0, famil
     return done
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m dft_verl.demo.offline_inputs", description=__doc__.split("\n\n")[0])
     ap.add_argument("--task-dir", required=True, type=Path, help="folder of train.jsonl and test.jsonl")
     ap.add_argument("--n-train", type=int, required=True)
@@ -66,7 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bench-dir", type=Path, default=None, help="write the test split here as <bench>/test.jsonl")
     ap.add_argument("--bench", default="math500", help=f"benchmark name for --bench-dir, one of {list(BENCHMARKS)}")
     ap.add_argument("--tiny-model", type=Path, default=None, help="teach a tiny model on the train split here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     lines = write_inputs(args.task_dir, args.n_train, args.n_test, args.seed, tuple(args.families.split(",")),
                          args.bench_dir, args.bench, args.tiny_model)
     print("\n".join(lines))
