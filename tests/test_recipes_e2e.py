@@ -95,8 +95,9 @@ def test_every_row_trains_evaluates_and_reports(tiny_run):
         assert max((after[k] - before[k]).abs().max().item() for k in before) > 0, row
     with open(runs / "report" / "table3.csv") as f:
         table = list(csv.DictReader(f))
-    assert len(table) == len(table3_rows())
-    assert all(r["Math500"] != "" for r in table), table  # every row has its number in the report
+    assert [r["row"] for r in table] == table3_rows()
+    assert all(r["math500"] != "" for r in table), table  # every row has its number in the report
+    assert (runs / "report" / "fig1_accuracy_vs_step.png").stat().st_size > 0  # a checkpoint per step, evaluated
 
 
 def test_second_run_skips_everything_and_rewrites_nothing(tiny_run):
