@@ -3,6 +3,7 @@
     dft-verl demo [--fast] [--out DIR] [--config FILE] [--model DIR] [--train-file F] [--test-file F]
                   [--overwrite] [key=value ...]
     dft-verl smollm2 [--cache-dir DIR]       # convert the packaged SmolLM2-135M-Instruct GGUF once, print its folder
+    dft-verl cpu-overrides [--dtype float32] # the SFT-family trainers' CPU overrides, one per line
 
 ``demo`` runs the project's main job end to end on CPU (dft_verl/demo/run.py; settings in
 dft_verl/demo/demo.yaml, ``--fast`` layers demo_fast.yaml). key=value overrides any demo.yaml entry,
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     _demo_parser(sub)
     p = sub.add_parser("smollm2", help="convert the packaged SmolLM2-135M-Instruct GGUF to an HF folder (once)")
     p.add_argument("--cache-dir", default=None)
+    p = sub.add_parser("cpu-overrides", help="print dft_verl.trainer.cpu_overrides(), one per line "
+                       "(recipes/table3/common.sh reads them for DEVICE=cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     if args.command == "demo":
         run_demo(args)
@@ -102,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         from dft_verl.demo import smollm2
 
         smollm2.main(["--cache-dir", args.cache_dir] if args.cache_dir else [])
+    elif args.command == "cpu-overrides":
+        from dft_verl.trainer.overrides import cpu_overrides
+
+        print("\n".join(cpu_overrides(args.dtype)))
     return 0
 
 

@@ -25,7 +25,7 @@ SFT_FAMILY = {  # row -> (loss.type, training data under DATA_DIR)
     "iw_sft_offline": ("iw_sft", "filter/sft.parquet"),
 }
 # Every variable common.sh or a recipe reads from the caller's environment.
-RECIPE_ENV = re.compile(r"^(MODEL_PATH|DATA_DIR|RUNS_DIR|CKPT_DIR|NNODES|N_GPUS_PER_NODE|NODE_RANK|MASTER_\w+|"
+RECIPE_ENV = re.compile(r"^(PRESET|MODEL_PATH|MODEL_BUILD|SAVE_FREQ|VERIFY_\w+|DATA_DIR|RUNS_DIR|CKPT_DIR|NNODES|N_GPUS_PER_NODE|NODE_RANK|MASTER_\w+|"
                         r"RAY_ADDRESS|PYTHON|DRY_RUN|RECIPE_CHECK_QUEUE|SFT_\w+|RL_\w+|DPO_\w+|GRPO_\w+|PPO_\w+|"
                         r"IW_SFT_\w+|EVAL_\w+|DATA_\w+|SAMPLE_\w+|ROWS)$")
 
@@ -249,7 +249,70 @@ def test_run_all_resolves_relative_paths_from_the_callers_directory(tmp_path):
 def test_run_all_rejects_an_unknown_row(tmp_path):
     proc = subprocess.run(["bash", str(RECIPES / "run_all.sh"), "sft", "nope"], capture_output=True, text=True,
                           env=recipe_env(tmp_path, DRY_RUN="1", RECIPE_CHECK_QUEUE=str(tmp_path / "q")))
-    assert proc.returncode == 2 and "unknown row 'nope'" in proc.stderr
+    assert proc.returncode == 2 and "unknown row 'nope'; valid:" in proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("unknown row 'nope'; valid:")]
+    assert sorted(line.split("valid:")[1].split()) == sorted(table3_rows() + ["data"])
+
+
+# ------------------------------------------------------------------------------------------------ presets
+
+PRESETS = sorted(p.stem for p in (RECIPES / "presets").glob("*.sh"))
+
+
+def test_unknown_preset_lists_the_valid_ones(tmp_path):
+    proc = subprocess.run(["bash", str(RECIPES / "run_sft.sh")], capture_output=True, text=True,
+                          env=recipe_env(tmp_path, DRY_RUN="1", PRESET="cpu-huge"))
+    assert proc.returncode == 2
+    assert f"unknown PRESET=cpu-huge; valid: {' '.join(PRESETS)}" in proc.stderr
+    assert PRESETS == ["cpu-small", "cpu-tiny", "paper"]
+
+
+def test_presets_only_set_defaults_of_known_settings():
+    """A preset line is VAR=${VAR:-value} for a setting some recipe reads (a typo would silently change nothing)."""
+    known = set()
+    for script in SCRIPTS:
+        known |= set(re.findall(r"^([A-Z][A-Z0-9_]*)=\$\{\1:-", script.read_text(), re.M))
+    for preset in PRESETS:
+        for line in (RECIPES / "presets" / f"{preset}.sh").read_text().splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            m = re.match(r"^([A-Z][A-Z0-9_]*)=\$\{\1:-.*\}$", line)
+            assert m, f"{preset}.sh: not a VAR=${{VAR:-value}} line: {line!r}"
+            assert m.group(1) in known, f"{preset}.sh sets {m.group(1)}, which no recipe reads"
+
+
+def test_cpu_preset_changes_sizes_and_device_only(tmp_path):
+    from dft_verl.trainer import cpu_overrides
+
+    paper = {row: queued_commands(tmp_path, f"run_{row}.sh") for row in ("sft", "dpo", "grpo")}
+    tiny = {row: queued_commands(tmp_path, f"run_{row}.sh", PRESET="cpu-tiny", SFT_BATCH_SIZE="6")
+            for row in ("sft", "dpo", "grpo")}
+    for row in paper:  # same entry points, same number of commands
+        assert [c[c.index("-m") + 1] for c in paper[row]] == [c[c.index("-m") + 1] for c in tiny[row]], row
+    sft = tiny["sft"][0]
+    assert sft[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+    assert sft[-len(cpu_overrides()):] == cpu_overrides()  # the one definition of the CPU overrides
+    assert overrides(sft)["data.train_batch_size"] == "6"  # a variable set by the caller beats the preset
+    assert overrides(sft)["loss.type"] == overrides(paper["sft"][0])["loss.type"]
+    dpo = tiny["dpo"][1]
+    assert set(cpu_overrides()) <= set(dpo)
+    grpo, ev = tiny["grpo"]
+    assert "+platform=cpu" in grpo and overrides(grpo)["data.max_response_length"] == "48"
+    assert flag(ev, "--backend") == "hf" and flag(ev, "--benchmarks") == "math500"
+    assert not any(a.startswith(("trainer.device", "+platform")) for c in paper.values() for a in c[0])
+
+
+def test_cpu_ray_jobs_get_the_cpu_platform_and_no_gpus(tmp_path):
+    import json
+
+    cmds = queued_commands(tmp_path, "run_dpo.sh", PRESET="cpu-tiny", RAY_ADDRESS="http://127.0.0.1:8265")
+    for cmd in cmds:
+        assert cmd[:3] == ["ray", "job", "submit"]
+        assert not any(a.startswith("--entrypoint-num-gpus") for a in cmd), cmd
+        env = json.loads(next(a for a in cmd if a.startswith("--runtime-env-json="))[len("--runtime-env-json="):])
+        assert env["env_vars"]["VERL_PLATFORM"] == "cpu"
+    gpu = queued_commands(tmp_path, "run_dpo.sh", RAY_ADDRESS="http://127.0.0.1:8265")
+    assert "--entrypoint-num-gpus=8" in gpu[1]
 
 
 # ---------------------------------------------------------------------- DRY_RUN: configs against installed verl

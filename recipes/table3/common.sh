@@ -13,14 +13,33 @@
 #                     MODEL_PATH must then be on storage every node sees.
 #   DEVICE=cpu        the CPU platform instead of GPUs (laptops, CI): PPO/GRPO get `+platform=cpu`
 #                     (dft_verl/config/online/platform/cpu.yaml: hf rollout, cpu_sync trainer, fp32, sdpa),
+#                     the SFT family and DPO `python -m dft_verl.cli cpu-overrides` (dft_verl.trainer.cpu_overrides),
 #                     evaluation the hf backend; N_GPUS_PER_NODE then counts trainer processes.
 #   DRY_RUN=1         print every command and check that its config resolves against the installed verl
 #                     (python -m dft_verl.recipe_check, once at exit for all of the script's commands);
 #                     nothing runs. With RECIPE_CHECK_QUEUE=FILE the commands are only appended to FILE
 #                     (run_all.sh collects every row's commands this way and checks them together).
 
+# Size preset (presets/<name>.sh, loaded before every default below, so any variable set by the caller still
+# wins): paper (Qwen2.5-Math-1.5B on GPUs, the paper's values), cpu-small (SmolLM2-135M on CPU, the demo's
+# sizes), cpu-tiny (a tiny model and generated questions built offline, 1-2 steps per row: CI).
+# A preset sets sizes, device and backends only; rows, configs, entry points, prompt and reward never change.
+PRESET=${PRESET:-paper}
+presets_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/presets
+if [[ ! -f "$presets_dir/$PRESET.sh" ]]; then
+    valid=$(cd "$presets_dir" && for f in *.sh; do printf ' %s' "${f%.sh}"; done)
+    echo "unknown PRESET=$PRESET; valid:$valid" >&2
+    exit 2
+fi
+# shellcheck source=/dev/null
+source "$presets_dir/$PRESET.sh"
+
 # ---- user-adjustable ----
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-1.5B}
+# Build MODEL_PATH in the data step when it is missing (run_data.sh): tiny (dft_verl.tiny fitted to the
+# generated questions) or smollm2 (the packaged SmolLM2-135M-Instruct converted); empty: MODEL_PATH exists or
+# is a hub id. When set, MODEL_PATH is a local folder (relative paths are taken from the caller's directory).
+MODEL_BUILD=${MODEL_BUILD:-}
 # gpu (CUDA, vLLM) or cpu (verl's CPU platform from dft_verl; same rows, configs, prompt and reward)
 DEVICE=${DEVICE:-gpu}
 # Pipeline output folder (python -m dft_verl.pipeline out_dir=...; run_data.sh): prepare/, filter/, ...
@@ -44,6 +63,8 @@ SFT_LR_SCHEDULER=${SFT_LR_SCHEDULER:-cosine}
 SFT_WARMUP_RATIO=${SFT_WARMUP_RATIO:-0.1}
 SFT_EPOCHS=${SFT_EPOCHS:-1}
 SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-4}
+# Checkpoint every N optimiser steps, all trained rows (empty: each config's own; the last step is always saved)
+SAVE_FREQ=${SAVE_FREQ:-}
 # iw-SFT rows: reference policy of the importance weight (empty: MODEL_PATH) and the weight's clip range
 IW_SFT_REF_MODEL=${IW_SFT_REF_MODEL:-}
 IW_SFT_CLIP=${IW_SFT_CLIP:-[0.5,2.0]}
@@ -53,6 +74,12 @@ RL_BATCH_SIZE=${RL_BATCH_SIZE:-256}
 RL_WARMUP_RATIO=${RL_WARMUP_RATIO:-0.1}
 RL_TEMPERATURE=${RL_TEMPERATURE:-1.0}
 RL_EPOCHS=${RL_EPOCHS:-1}
+# PPO/GRPO sizes the paper does not state (empty: dft_verl/config/online/math_rl.yaml's values): prompt and
+# response lengths in tokens, PPO mini-batch (prompts), micro-batch per trainer process (actor, log-probs, critic)
+RL_MAX_PROMPT_LENGTH=${RL_MAX_PROMPT_LENGTH:-}
+RL_MAX_RESPONSE_LENGTH=${RL_MAX_RESPONSE_LENGTH:-}
+RL_MINI_BATCH_SIZE=${RL_MINI_BATCH_SIZE:-}
+RL_MICRO_BATCH_SIZE_PER_GPU=${RL_MICRO_BATCH_SIZE_PER_GPU:-}
 # Paper, DPO: lr 1e-6, batch 128 pairs, warmup 0.05 (length and epochs as the SFT family)
 DPO_LR=${DPO_LR:-1e-6}
 DPO_BATCH_SIZE=${DPO_BATCH_SIZE:-128}
@@ -70,6 +97,10 @@ EVAL_EVERY_CHECKPOINT=${EVAL_EVERY_CHECKPOINT:-0}
 EVAL_NUM_GPUS=${EVAL_NUM_GPUS:-1}
 # ---- end of user-adjustable ----
 
+if [[ -n "$MODEL_BUILD" && "$MODEL_BUILD" != tiny && "$MODEL_BUILD" != smollm2 ]]; then
+    echo "MODEL_BUILD=$MODEL_BUILD: choose tiny, smollm2 or leave it empty" >&2
+    exit 2
+fi
 if [[ "$DEVICE" != gpu && "$DEVICE" != cpu ]]; then
     echo "DEVICE=$DEVICE: choose gpu or cpu" >&2
     exit 2
@@ -82,8 +113,8 @@ data_dir=$(abspath "$DATA_DIR")
 runs_dir=$(abspath "$RUNS_DIR")
 ckpt_root=$(abspath "$CKPT_DIR")
 eval_data_dir=${EVAL_DATA_DIR:+$(abspath "$EVAL_DATA_DIR")}
-# A local model folder becomes absolute; a hub id (Qwen/...) is kept as it is.
-if [[ -e "$MODEL_PATH" ]]; then model_path=$(abspath "$MODEL_PATH"); else model_path=$MODEL_PATH; fi
+# A local model folder (or one the data step builds) becomes absolute; a hub id (Qwen/...) is kept as it is.
+if [[ -e "$MODEL_PATH" || -n "$MODEL_BUILD" ]]; then model_path=$(abspath "$MODEL_PATH"); else model_path=$MODEL_PATH; fi
 
 # Pipeline outputs the rows train on (dft_verl/pipeline: prepare -> sample -> verify -> filter).
 rl_data=$data_dir/prepare/rl.parquet       # questions, verl RL format (PPO, GRPO)
@@ -103,12 +134,25 @@ if [[ "$DRY_RUN" == 1 ]]; then
 fi
 
 cd "$repo_root" || exit 1
+if [[ "$DEVICE" == cpu ]]; then
+    # OpenMP threads that sleep while they wait: spinning threads on busy cores ran 50x slower (measured)
+    export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+fi
 # Local runs import dft_verl from this checkout in every process (torchrun ranks, Ray workers).
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 
 # Launcher prefixes. Each ends right before the module's arguments.
-ray_submit=(ray job submit "--address=$RAY_ADDRESS" "--working-dir=$repo_root"
-    "--runtime-env-json={\"excludes\": [\".git\", \".venv\", \"runs\", \"checkpoints\", \"outputs\"]}")
+# Launcher prefixes. Each ends right before the module's arguments.
+# A job gets this checkout as its working directory (the uploaded copy: no .git, .venv or outputs) and, on
+# DEVICE=cpu, the CPU platform in every process it starts; it reserves GPUs only on DEVICE=gpu.
+runtime_env='"excludes": [".git", ".venv", "runs", "checkpoints", "outputs"]'
+if [[ "$DEVICE" == cpu ]]; then
+    # The trainers' own ray.init(runtime_env=...) sets some of these variables again (same values): Ray refuses
+    # such a job unless RAY_OVERRIDE_JOB_RUNTIME_ENV=1 lets it merge the two (the job's working_dir is kept).
+    runtime_env+=', "env_vars": {"VERL_PLATFORM": "cpu", "TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_POLICY": "PASSIVE",'
+    runtime_env+=' "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}'
+fi
+ray_submit=(ray job submit "--address=$RAY_ADDRESS" "--working-dir=$repo_root" "--runtime-env-json={$runtime_env}")
 if [[ "$NNODES" -gt 1 ]]; then
     rendezvous=("--nnodes=$NNODES" "--node_rank=$NODE_RANK" "--master_addr=$MASTER_ADDR" "--master_port=$MASTER_PORT")
 else
@@ -116,12 +160,20 @@ else
 fi
 torchrun_prefix=(torchrun "${rendezvous[@]}" "--nproc_per_node=$N_GPUS_PER_NODE")
 if [[ -n "$RAY_ADDRESS" ]]; then
+    gpus=()
+    eval_gpus=()
+    one_gpu=()
+    if [[ "$DEVICE" == gpu ]]; then
+        gpus=("--entrypoint-num-gpus=$N_GPUS_PER_NODE")
+        eval_gpus=("--entrypoint-num-gpus=$EVAL_NUM_GPUS")
+        one_gpu=(--entrypoint-num-gpus=1)
+    fi
     sft_launcher=("${ray_submit[@]}" -- python -m dft_verl.trainer.sft_ray)
     # No Ray variant of the DPO trainer: one job running torchrun on one node (run_dpo.sh checks NNODES=1)
-    dpo_launcher=("${ray_submit[@]}" "--entrypoint-num-gpus=$N_GPUS_PER_NODE" -- "${torchrun_prefix[@]}" -m dft_verl.dpo.train)
+    dpo_launcher=("${ray_submit[@]}" "${gpus[@]}" -- "${torchrun_prefix[@]}" -m dft_verl.dpo.train)
     ppo_launcher=("${ray_submit[@]}" -- python -m verl.trainer.main_ppo)
-    gpu_python=("${ray_submit[@]}" "--entrypoint-num-gpus=$EVAL_NUM_GPUS" -- python)
-    gpu1_python=("${ray_submit[@]}" --entrypoint-num-gpus=1 -- python)
+    gpu_python=("${ray_submit[@]}" "${eval_gpus[@]}" -- python)
+    gpu1_python=("${ray_submit[@]}" "${one_gpu[@]}" -- python)
     cpu_python=("${ray_submit[@]}" -- python)
 else
     sft_launcher=("${torchrun_prefix[@]}" -m dft_verl.trainer.sft)
@@ -131,6 +183,19 @@ else
     gpu1_python=("$PYTHON")
     cpu_python=("$PYTHON")
 fi
+
+# The SFT-family and DPO trainers' CPU overrides, from their one definition (dft_verl.trainer.cpu_overrides)
+engine_args=()
+if [[ "$DEVICE" == cpu ]]; then
+    mapfile -t engine_args < <("$PYTHON" -m dft_verl.cli cpu-overrides)
+    if [[ ${#engine_args[@]} -eq 0 ]]; then
+        echo "$PYTHON -m dft_verl.cli cpu-overrides printed nothing: is dft_verl importable by $PYTHON?" >&2
+        exit 1
+    fi
+fi
+# Checkpoint frequency of every trained row (empty: the config's own)
+save_args=()
+if [[ -n "$SAVE_FREQ" ]]; then save_args+=("trainer.save_freq=$SAVE_FREQ"); fi
 
 # Overrides every SFT-family row shares: the paper's optimiser and data limits, the cluster shape, and
 # HF weights in every checkpoint (global_step_<N>/huggingface) for evaluation.
@@ -148,6 +213,8 @@ sft_common_args=(
     "trainer.n_gpus_per_node=$N_GPUS_PER_NODE"
     "trainer.project_name=dft_verl_table3"
     "checkpoint.save_contents=[model,optimizer,extra,hf_model]"
+    "${save_args[@]}"
+    "${engine_args[@]}"
 )
 
 # Overrides PPO and GRPO share (their configs: dft_verl/config/online/{ppo,grpo}.yaml).
@@ -163,7 +230,20 @@ rl_common_args=(
     "trainer.total_epochs=$RL_EPOCHS"
     "trainer.nnodes=$NNODES"
     "trainer.n_gpus_per_node=$N_GPUS_PER_NODE"
+    "${save_args[@]}"
 )
+if [[ -n "$RL_MAX_PROMPT_LENGTH" ]]; then rl_common_args+=("data.max_prompt_length=$RL_MAX_PROMPT_LENGTH"); fi
+if [[ -n "$RL_MAX_RESPONSE_LENGTH" ]]; then rl_common_args+=("data.max_response_length=$RL_MAX_RESPONSE_LENGTH"); fi
+if [[ -n "$RL_MINI_BATCH_SIZE" ]]; then
+    rl_common_args+=("actor_rollout_ref.actor.ppo_mini_batch_size=$RL_MINI_BATCH_SIZE")
+fi
+if [[ -n "$RL_MICRO_BATCH_SIZE_PER_GPU" ]]; then
+    rl_common_args+=(
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=$RL_MICRO_BATCH_SIZE_PER_GPU"
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=$RL_MICRO_BATCH_SIZE_PER_GPU"
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=$RL_MICRO_BATCH_SIZE_PER_GPU"
+    )
+fi
 if [[ "$DEVICE" == cpu ]]; then
     rl_common_args+=(+platform=cpu)
     if [[ -n "$RAY_ADDRESS" ]]; then
@@ -186,6 +266,27 @@ run_cmd() {
     if [[ -n "$xtrace" ]]; then set -x; fi
 }
 
+# run_logged LOG CMD...: run_cmd, with the command's output also written to LOG. A failure stops the recipe
+# and names LOG (what ran before it stays finished: every step skips itself on the next run).
+run_logged() {
+    local log=$1
+    shift
+    if [[ "$DRY_RUN" == 1 ]]; then
+        run_cmd "$@"
+        return
+    fi
+    mkdir -p "$(dirname "$log")"
+    echo "log: $log"
+    local rc=0
+    printf "==== %s:%s\n" "$(date -u +%FT%TZ)" "$(printf " %q" "$@")" >>"$log"
+    "$@" 2>&1 | tee -a "$log" || rc=$?
+    if [[ "$rc" != 0 ]]; then
+        { set +x; } 2>/dev/null
+        echo "FAILED (exit $rc): ${*:1:3} ...; full log: $log" >&2
+        exit "$rc"
+    fi
+}
+
 # check_queue: at exit of a dry run that owns its queue, check every queued command in one process.
 check_queue() {
     local rc=$?
@@ -197,13 +298,16 @@ check_queue() {
     exit "$rc"
 }
 
-# node0_writes FILE CMD...: node 0 runs CMD, which writes FILE (on storage all nodes see); the other
-# nodes of a multi-node torchrun wait for FILE before they start training.
+# node0_writes FILE LOG CMD...: node 0 runs CMD (output in LOG), which writes FILE (on storage all nodes
+# see); the other nodes of a multi-node torchrun wait for FILE before they start training.
 node0_writes() {
-    local file=$1
-    shift
-    if [[ "$NODE_RANK" == 0 ]]; then
-        run_cmd "$@"
+    local file=$1 log=$2
+    shift 2
+    if [[ -f "$file" ]]; then
+        echo "$file exists; skipping (delete it to recompute)"
+    elif [[ "$NODE_RANK" == 0 ]]; then
+        if [[ "$DRY_RUN" != 1 ]]; then mkdir -p "$(dirname "$file")"; fi
+        run_logged "$log" "$@"
     elif [[ "$DRY_RUN" == 1 ]]; then
         echo "[node $NODE_RANK] would wait for $file (written by node 0)"
     else
@@ -227,7 +331,8 @@ latest_step() {
     fi
 }
 
-# train_once ROW CMD...: run the training command unless RUNS_DIR/ROW/train.done says it finished.
+# train_once ROW CMD...: run the training command (log: RUNS_DIR/ROW/train.log) unless RUNS_DIR/ROW/train.done
+# says it finished.
 # verl resumes an interrupted run from its last checkpoint by itself (trainer.resume_mode=auto).
 train_once() {
     local row=$1
@@ -237,7 +342,7 @@ train_once() {
         echo "[$row] training already done ($done_file); skipping"
         return
     fi
-    run_cmd "$@"
+    run_logged "$runs_dir/$row/train.log" "$@"
     if [[ "$DRY_RUN" != 1 && "$NODE_RANK" == 0 ]]; then
         mkdir -p "$runs_dir/$row"
         date -u +%FT%TZ >"$done_file.tmp"
@@ -245,7 +350,7 @@ train_once() {
     fi
 }
 
-# evaluate ROW MODEL [OUT]: python -m dft_verl.eval on MODEL into OUT (default RUNS_DIR/ROW/eval),
+# evaluate ROW MODEL [OUT]: python -m dft_verl.eval on MODEL into OUT (default RUNS_DIR/ROW/eval; log: OUT.log),
 # skipped when OUT/results.json exists. Only node 0 evaluates.
 evaluate() {
     local row=$1 model=$2 out=${3:-$runs_dir/$1/eval}
@@ -265,7 +370,7 @@ evaluate() {
     fi
     local user_eval_args=()
     read -r -a user_eval_args <<<"$EVAL_ARGS"
-    run_cmd "${gpu_python[@]}" -m dft_verl.eval "${eval_args[@]}" "${user_eval_args[@]}"
+    run_logged "$out.log" "${gpu_python[@]}" -m dft_verl.eval "${eval_args[@]}" "${user_eval_args[@]}"
 }
 
 # evaluate_checkpoints ROW CKPT HF_SUBDIR: evaluate the newest checkpoint into ROW/eval and, with

@@ -8,10 +8,11 @@
 #   DRY_RUN=1 bash recipes/table3/run_all.sh  # print every command, check all configs in one process
 set -xeuo pipefail
 
+# common.sh first: it loads PRESET, whose values the defaults below yield to
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 # ---- user-adjustable ----
 ROWS=${ROWS:-"data base sft iw_sft_sft dft_sft dpo rft ppo grpo iw_sft_offline dft_offline"}
-
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 rows=("$@")
 if [[ ${#rows[@]} -eq 0 ]]; then
@@ -19,23 +20,35 @@ if [[ ${#rows[@]} -eq 0 ]]; then
 fi
 for row in "${rows[@]}"; do
     if [[ ! -f "$recipes_dir/run_$row.sh" ]]; then
-        echo "unknown row '$row': no $recipes_dir/run_$row.sh" >&2
+        valid=$(cd "$recipes_dir" && for f in run_*.sh; do [[ "$f" == run_all.sh ]] || printf ' %s' "${f#run_}"; done)
+        echo "unknown row '$row'; valid:${valid//.sh/}" >&2
         exit 2
     fi
 done
 
 # The rows get this script's resolved paths (they run from the repository root, not from the caller's
 # directory) and, in a dry run, append their commands to this script's queue, checked once at exit.
-row_env=("DATA_DIR=$data_dir" "RUNS_DIR=$runs_dir" "CKPT_DIR=$ckpt_root" "MODEL_PATH=$model_path")
+row_env=("PRESET=$PRESET" "DATA_DIR=$data_dir" "RUNS_DIR=$runs_dir" "CKPT_DIR=$ckpt_root" "MODEL_PATH=$model_path")
 if [[ -n "$eval_data_dir" ]]; then
     row_env+=("EVAL_DATA_DIR=$eval_data_dir")
 fi
 if [[ "$DRY_RUN" == 1 ]]; then
     row_env+=("RECIPE_CHECK_QUEUE=$queue_file")
 fi
+# A failed row stops the run (its recipe printed the failing command's log); finished rows stay as they are.
 for row in "${rows[@]}"; do
-    env "${row_env[@]}" bash "$recipes_dir/run_$row.sh"
+    if ! env "${row_env[@]}" bash "$recipes_dir/run_$row.sh"; then
+        { set +x; } 2>/dev/null
+        echo "row '$row' failed; its logs: $runs_dir/$row/ (rerun to resume: finished steps are skipped)" >&2
+        exit 1
+    fi
 done
 
-# The report reads RUNS_DIR only: it runs here, also when the rows went to a Ray cluster.
-run_cmd "$PYTHON" -m dft_verl.report "$runs_dir"
+# The report reads RUNS_DIR only: it runs here, also when the rows went to a Ray cluster. It is skipped when
+# no results.json is newer than its table (a rerun that finds everything done rewrites nothing).
+table=$runs_dir/report/table3.md
+if [[ "$DRY_RUN" != 1 && -f "$table" && -z "$(find "$runs_dir" -name results.json -newer "$table" -print -quit)" ]]; then
+    echo "report: $table is up to date; skipping"
+else
+    run_logged "$runs_dir/report.log" "$PYTHON" -m dft_verl.report "$runs_dir"
+fi

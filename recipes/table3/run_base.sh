@@ -6,10 +6,11 @@
 #   DRY_RUN=1 bash recipes/table3/run_base.sh    # print and config-check the command, run nothing
 set -xeuo pipefail
 
+# common.sh first: it loads PRESET, whose values the defaults below yield to
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 # ---- user-adjustable ----
 # (all settings of this row are shared with the other rows: common.sh)
-
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if [[ $# -gt 0 ]]; then
     echo "run_base.sh takes no arguments (it only evaluates MODEL_PATH); got: $*" >&2

@@ -10,11 +10,12 @@
 #   DRY_RUN=1 bash recipes/table3/run_dpo.sh     # print and config-check the commands, run nothing
 set -xeuo pipefail
 
+# common.sh first: it loads PRESET, whose values the defaults below yield to
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 # ---- user-adjustable ----
 # Inverse temperature of the implicit reward (not in the paper: the usual 0.1)
 DPO_BETA=${DPO_BETA:-0.1}
-
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 row=dpo
 ckpt=$ckpt_root/$row
@@ -27,7 +28,7 @@ if [[ -n "$RAY_ADDRESS" && "$NNODES" != 1 ]]; then
 fi
 
 # ref_logprobs skips its work when ref_data exists (delete it after changing the reference model).
-node0_writes "$ref_data" "${gpu1_python[@]}" -m dft_verl.dpo.ref_logprobs \
+node0_writes "$ref_data" "$runs_dir/$row/ref_logprobs.log" "${gpu1_python[@]}" -m dft_verl.dpo.ref_logprobs \
     --model "$model_path" --data "$dpo_data" --out "$ref_data" \
     --max-length "$DPO_MAX_LENGTH" --truncation right
 
@@ -47,6 +48,8 @@ train_once "$row" "${dpo_launcher[@]}" \
     "trainer.experiment_name=$row" \
     "trainer.default_local_dir=$ckpt" \
     "checkpoint.save_contents=[model,optimizer,extra,hf_model]" \
+    "${save_args[@]}" \
+    "${engine_args[@]}" \
     "${extra_args[@]}" "$@"
 
 evaluate_checkpoints "$row" "$ckpt" huggingface

@@ -9,13 +9,14 @@
 #   DRY_RUN=1 bash recipes/table3/run_grpo.sh    # print and config-check the commands, run nothing
 set -xeuo pipefail
 
+# common.sh first: it loads PRESET, whose values the defaults below yield to
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 # ---- user-adjustable ----
 # Paper: GRPO group size 4
 GRPO_N=${GRPO_N:-4}
 # Not in the paper: verl's GRPO example KL-loss coefficient (0 disables the reference model)
 GRPO_KL_COEF=${GRPO_KL_COEF:-0.001}
-
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 row=grpo
 ckpt=$ckpt_root/$row

@@ -9,10 +9,11 @@
 #   DRY_RUN=1 bash recipes/table3/run_iw_sft_offline.sh     # print and config-check the commands, run nothing
 set -xeuo pipefail
 
+# common.sh first: it loads PRESET, whose values the defaults below yield to
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 # ---- user-adjustable ----
 # (shared with the other rows: common.sh, including IW_SFT_REF_MODEL and IW_SFT_CLIP)
-
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 row=iw_sft_offline
 ckpt=$ckpt_root/$row
@@ -21,7 +22,7 @@ ref_data=$data_dir/ref_logprobs/rft.parquet
 extra_args=()
 
 # ref_logprobs skips its work when ref_data exists (delete it after changing the reference model).
-node0_writes "$ref_data" "${gpu1_python[@]}" -m dft_verl.trainer.ref_logprobs \
+node0_writes "$ref_data" "$runs_dir/$row/ref_logprobs.log" "${gpu1_python[@]}" -m dft_verl.trainer.ref_logprobs \
     --model "$ref_model" --data "$rft_data" --out "$ref_data" --max-length "$SFT_MAX_LENGTH"
 
 train_once "$row" "${sft_launcher[@]}" \

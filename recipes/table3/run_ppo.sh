@@ -8,15 +8,19 @@
 #   DRY_RUN=1 bash recipes/table3/run_ppo.sh     # print and config-check the commands, run nothing
 set -xeuo pipefail
 
+# common.sh first: it loads PRESET, whose values the defaults below yield to
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 # ---- user-adjustable ----
 # Not in the paper: verl's PPO examples train the critic 10x faster than the actor
 PPO_CRITIC_LR=${PPO_CRITIC_LR:-1e-5}
 
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-
 row=ppo
 ckpt=$ckpt_root/$row
 extra_args=()
+if [[ -n "$RL_MICRO_BATCH_SIZE_PER_GPU" ]]; then
+    extra_args+=("critic.ppo_micro_batch_size_per_gpu=$RL_MICRO_BATCH_SIZE_PER_GPU")
+fi
 
 train_once "$row" "${ppo_launcher[@]}" \
     --config-name=ppo \

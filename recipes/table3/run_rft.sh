@@ -6,10 +6,11 @@
 #   DRY_RUN=1 bash recipes/table3/run_rft.sh     # print and config-check the commands, run nothing
 set -xeuo pipefail
 
+# common.sh first: it loads PRESET, whose values the defaults below yield to
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 # ---- user-adjustable ----
 # (all settings of this row are shared with the other rows: common.sh)
-
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 row=rft
 ckpt=$ckpt_root/$row

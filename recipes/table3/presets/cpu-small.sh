@@ -1,0 +1,34 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # read by common.sh and the run_*.sh sourcing it
+# PRESET=cpu-small: SmolLM2-135M-Instruct on the CPU platform at the sizes of `dft-verl demo` (dft_verl/demo/
+# demo.yaml): 48 generated arithmetic questions, 4 samples each, 8 examples per step, 64 new tokens.
+# MODEL_PATH defaults to the packaged model, converted by the data step (no hub). That raw model rarely ends
+# with \boxed{}: `dft-verl demo` passes its format-warmed base model as MODEL_PATH instead.
+DEVICE=${DEVICE:-cpu}
+N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-2}
+RUNS_DIR=${RUNS_DIR:-runs/table3_cpu_small}
+DATA_DIR=${DATA_DIR:-$RUNS_DIR/data}
+CKPT_DIR=${CKPT_DIR:-$RUNS_DIR/checkpoints}
+MODEL_BUILD=${MODEL_BUILD:-smollm2}
+MODEL_PATH=${MODEL_PATH:-${DFT_VERL_SMOLLM2_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dft_verl/smollm2-135m-instruct}}
+DATA_GENERATE_TRAIN=${DATA_GENERATE_TRAIN:-48}
+DATA_GENERATE_TEST=${DATA_GENERATE_TEST:-32}
+DATA_GENERATE_FAMILIES=${DATA_GENERATE_FAMILIES:-add,mul,word_add}
+EVAL_DATA_DIR=${EVAL_DATA_DIR:-$DATA_DIR/bench}
+SAMPLE_BACKEND=${SAMPLE_BACKEND:-hf}
+SAMPLE_N=${SAMPLE_N:-4}
+SAMPLE_MAX_NEW_TOKENS=${SAMPLE_MAX_NEW_TOKENS:-64}
+VERIFY_USE_RAY=${VERIFY_USE_RAY:-false}
+VERIFY_NUM_WORKERS=${VERIFY_NUM_WORKERS:-1}
+SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-8}
+SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-4}
+SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-256}
+DPO_BATCH_SIZE=${DPO_BATCH_SIZE:-8}
+DPO_MAX_LENGTH=${DPO_MAX_LENGTH:-256}
+RL_BATCH_SIZE=${RL_BATCH_SIZE:-8}
+RL_MINI_BATCH_SIZE=${RL_MINI_BATCH_SIZE:-8}
+RL_MICRO_BATCH_SIZE_PER_GPU=${RL_MICRO_BATCH_SIZE_PER_GPU:-4}
+RL_MAX_PROMPT_LENGTH=${RL_MAX_PROMPT_LENGTH:-192}
+RL_MAX_RESPONSE_LENGTH=${RL_MAX_RESPONSE_LENGTH:-64}
+EVAL_BACKEND=${EVAL_BACKEND:-hf}
+EVAL_ARGS=${EVAL_ARGS:---benchmarks math500 --k 4 --max-new-tokens 64 --batch-size 16 --num-workers 1}

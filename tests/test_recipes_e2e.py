@@ -1,0 +1,145 @@
+"""`PRESET=cpu-tiny bash recipes/table3/run_all.sh` for real: data (inputs built offline, prepare -> sample ->
+verify -> filter), every Table-3 row trained by its real trainer (torchrun SFT/DPO, verl's main_ppo for PPO/GRPO),
+evaluated by `python -m dft_verl.eval`, then the report. Then the resume behaviour: a second run starts no
+command and changes no output; a failing row stops the run naming its log and leaves the other rows as they
+were; deleting one row's results and checkpoint redoes that row alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_ALL = REPO / "recipes" / "table3" / "run_all.sh"
+SFT_TRAINED = ("sft", "iw_sft_sft", "dft_sft", "dpo", "rft", "iw_sft_offline", "dft_offline")
+RL_TRAINED = ("ppo", "grpo")
+
+
+def table3_rows() -> list[str]:
+    from dft_verl.report import ROWS
+
+    return [r.key for r in ROWS]
+
+
+def tiny_env(runs: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment minus recipe settings, plus PRESET=cpu-tiny into ``runs``."""
+    from test_recipes import RECIPE_ENV
+
+    env = {k: v for k, v in os.environ.items() if not RECIPE_ENV.match(k)}
+    venv_bin = str(Path(sys.executable).parent)  # torchrun and ray of this interpreter
+    env.update(PRESET="cpu-tiny", RUNS_DIR=str(runs), PYTHON=sys.executable, PYTHONPATH=str(REPO),
+               PATH=venv_bin + os.pathsep + env.get("PATH", ""), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+    env.pop("VERL_PLATFORM", None)  # DEVICE=cpu must be enough
+    env.update(extra)
+    return env
+
+
+def run_all(runs: Path, *rows: str, timeout: int = 1800, **env: str) -> subprocess.CompletedProcess:
+    log = runs.parent / f"run_all-{len(list(runs.parent.glob('run_all-*.log')))}.log"
+    with open(log, "w") as f:
+        proc = subprocess.run(["bash", str(RUN_ALL), *rows], stdout=f, stderr=subprocess.STDOUT, text=True,
+                              env=tiny_env(runs, **env), timeout=timeout, cwd=runs.parent)
+    proc.stdout = log.read_text()
+    return proc
+
+
+def outputs(runs: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under ``runs``."""
+    return {str(p.relative_to(runs)): (p.stat().st_size, p.stat().st_mtime_ns) for p in runs.rglob("*") if p.is_file()}
+
+
+def checkpoint(runs: Path, row: str) -> Path:
+    ckpt = runs / "checkpoints" / row
+    step = (ckpt / "latest_checkpointed_iteration.txt").read_text().strip()
+    return ckpt / f"global_step_{step}" / ("actor/huggingface" if row in RL_TRAINED else "huggingface")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("table3") / "runs"
+    proc = run_all(runs)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return runs, proc.stdout
+
+
+def test_every_row_trains_evaluates_and_reports(tiny_run):
+    runs, _ = tiny_run
+    data = runs / "data"
+    for name in ("prepare/rl.parquet", "prepare/sft.parquet", "filter/sft.parquet", "filter/dpo.parquet"):
+        assert (data / name).is_file(), name
+    base = data / "tiny_model"
+    for row in table3_rows():
+        results = json.loads((runs / row / "eval" / "results.json").read_text())
+        model = base if row == "base" else checkpoint(runs, row)
+        if row != "base":
+            assert (model / "config.json").is_file() and (runs / row / "train.done").is_file(), row
+            assert (runs / row / "train.log").stat().st_size > 0, row
+        assert results["model"] == str(model), row
+        bench = results["benchmarks"]["math500"]
+        assert bench["k"] == 2 and bench["n_questions"] == 8 and 0 <= bench["avg_at_k"] <= 100, row
+    # the trainers moved the weights (a row that silently skipped training would equal the base model)
+    from safetensors.torch import load_file
+
+    before = load_file(str(base / "model.safetensors"))
+    for row in ("sft", "dft_sft", "dpo", "grpo"):
+        after = load_file(str(checkpoint(runs, row) / "model.safetensors"))
+        assert max((after[k] - before[k]).abs().max().item() for k in before) > 0, row
+    with open(runs / "report" / "table3.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["row"] for r in table] == table3_rows()
+    assert all(r["math500"] != "" for r in table), table  # every row has its number in the report
+    assert (runs / "report" / "fig1_accuracy_vs_step.png").stat().st_size > 0  # a checkpoint per step, evaluated
+
+
+def test_second_run_skips_everything_and_rewrites_nothing(tiny_run):
+    runs, _ = tiny_run
+    before = outputs(runs)
+    proc = run_all(runs, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    after = outputs(runs)
+    changed = sorted(k for k in before if after.get(k) != before[k] and not k.startswith("data/"))
+    changed += sorted(k for k in before if k.startswith("data/") and not k.endswith(".log") and after.get(k) != before[k])
+    assert not changed, changed  # only the data step's two logs grow (its CLIs check and skip their outputs)
+    for row in table3_rows():
+        if row != "base":
+            assert f"[{row}] training already done" in proc.stdout
+        assert f"{runs / row / 'eval'}/results.json exists; skipping evaluation" in proc.stdout
+    assert "is up to date; skipping" in proc.stdout
+
+
+def test_failed_row_stops_with_its_log_and_redoing_one_row(tiny_run):
+    runs, _ = tiny_run
+    import shutil
+
+    for row in ("sft", "dft_sft"):  # delete two rows' results and checkpoints
+        shutil.rmtree(runs / row)
+        shutil.rmtree(runs / "checkpoints" / row)
+    before = outputs(runs)
+    # dft_sft fails (a learning rate its config rejects): the run stops there with its log's path
+    bad = run_all(runs, "base", "dft_sft", "grpo", SFT_LR="not-a-number", timeout=600)
+    assert bad.returncode != 0
+    assert f"full log: {runs / 'dft_sft' / 'train.log'}" in bad.stdout
+    assert "row 'dft_sft' failed" in bad.stdout
+    assert "[grpo]" not in bad.stdout  # nothing after the failed row ran
+    assert not (runs / "dft_sft" / "train.done").exists()
+    own = ("dft_sft/", "checkpoints/dft_sft/")  # the failed row's own files
+    assert {k: v for k, v in outputs(runs).items() if not k.startswith(own)} == before
+    # a plain rerun redoes exactly the two deleted rows (and the report), nothing else
+    ok = run_all(runs, timeout=900)
+    assert ok.returncode == 0, ok.stdout[-4000:]
+    after = outputs(runs)
+    redone = {k.split("/")[0] for k in after if after[k] != before.get(k) and not k.startswith("data/")}
+    assert redone == {"sft", "dft_sft", "checkpoints", "report", "report.log"}, redone
+    assert {k.split("/")[1] for k in after if k.startswith("checkpoints/") and after[k] != before.get(k)} == \
+        {"sft", "dft_sft"}
+    for row in ("sft", "dft_sft"):
+        assert json.loads((runs / row / "eval" / "results.json").read_text())["model"] == str(checkpoint(runs, row))
