@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from dft_verl.dpo.data import REF_LOGP_KEYS, REF_TOKENS_KEYS, RESPONSE_KEYS, DPOPairDataset
+from dft_verl.pipeline.artifacts import write_parquet_atomic
 from dft_verl.trainer.ref_logprobs import token_log_probs
 
 
@@ -57,10 +58,7 @@ def compute_ref_logprobs(model_path: str, data, out: str, max_length: int = 2048
     frame = dataset.pairs.copy()
     for key, values in columns.items():
         frame[key] = values
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    frame.to_parquet(tmp)
-    os.replace(tmp, out)
+    write_parquet_atomic(frame, out)  # creates the output folder; never leaves a half-written file
     return out
 
 

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from dft_verl.data import REF_LOGPROBS_KEY, check_sft_files
+from dft_verl.pipeline.artifacts import write_parquet_atomic
 
 
 def token_log_probs(model, input_ids: torch.Tensor) -> torch.Tensor:
@@ -49,9 +50,7 @@ def compute_ref_logprobs(model_path: str, data: str, out: str, max_length: int =
     refs = [token_log_probs(model, dataset[i]["input_ids"]).tolist() for i in tqdm(range(len(dataset)), desc="ref log-probs")]
     frame = pd.read_parquet(data)
     frame[REF_LOGPROBS_KEY] = refs
-    tmp = f"{out}.tmp-{os.getpid()}"
-    frame.to_parquet(tmp)
-    os.replace(tmp, out)
+    write_parquet_atomic(frame, out)  # creates the output folder; never leaves a half-written file
     return out
 
 
