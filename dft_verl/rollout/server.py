@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OPTIONS = {"max_batch_size": 64, "batch_wait_s": 0.05, "num_threads": None}
 _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "logprobs", "ignore_eos", "stop_token_ids")
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-           "float32": torch.float32, "fp32": torch.float32}
 
 
 def server_options(rollout_config) -> dict[str, Any]:
@@ -66,6 +64,7 @@ class HFRolloutServer:
     def __init__(self, config, model_config, replica_rank: int):
         from transformers import AutoModelForCausalLM
         from verl.utils.config import omega_conf_to_dataclass
+        from verl.utils.torch_dtypes import PrecisionType
         from verl.workers.config import HFModelConfig, RolloutConfig
 
         self.config: RolloutConfig = omega_conf_to_dataclass(config, dataclass_type=RolloutConfig)
@@ -75,9 +74,10 @@ class HFRolloutServer:
         self.options = server_options(self.config)
         if self.options["num_threads"]:
             torch.set_num_threads(int(self.options["num_threads"]))
-        if self.config.dtype not in _DTYPES:
-            raise ValueError(f"actor_rollout_ref.rollout.dtype={self.config.dtype!r}: use one of {sorted(_DTYPES)}")
-        dtype = _DTYPES[self.config.dtype]
+        try:
+            dtype = PrecisionType.to_dtype(self.config.dtype)
+        except RuntimeError:
+            raise ValueError(f"actor_rollout_ref.rollout.dtype={self.config.dtype!r}: use float32, bfloat16 or float16") from None
         hf_config = self.model_config.hf_config
         attn = str((self.model_config.override_config or {}).get("attn_implementation", "sdpa"))
         attn = "sdpa" if attn.startswith("flash") else attn  # flash-attn kernels are CUDA-only

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import torch
 from verl.utils import tensordict_utils as tu
+from verl.utils.torch_dtypes import PrecisionType
 
 from dft_verl.trainer.metrics import ReducingClient
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
 
 
 class FrozenReference:
@@ -31,8 +30,10 @@ class FrozenReference:
     row order = ``input_ids.values()``, the order of the engine's ``logits_rmpad``."""
 
     def __init__(self, model_path: str, dtype: str = "bf16", trust_remote_code: bool = False):
-        if dtype not in _DTYPES:
-            raise ValueError(f"reference dtype {dtype!r} is not supported; choose one of {sorted(_DTYPES)}")
+        try:
+            PrecisionType.to_dtype(dtype)
+        except RuntimeError:
+            raise ValueError(f"reference dtype {dtype!r} is not supported; use fp32, bf16 or fp16") from None
         self.model_path = model_path
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
@@ -45,7 +46,7 @@ class FrozenReference:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            self.model_path, dtype=_DTYPES[self.dtype], trust_remote_code=self.trust_remote_code
+            self.model_path, dtype=PrecisionType.to_dtype(self.dtype), trust_remote_code=self.trust_remote_code
         )
         model.requires_grad_(False)
         self._model = model.eval().to(device)
