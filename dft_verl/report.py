@@ -24,7 +24,11 @@ Paired comparisons (COMPARISONS: DFT-offline vs RFT, DPO, PPO, GRPO, iw-SFT; DFT
 results on the same questions: A − B in points with a paired bootstrap 95% CI (``dft_verl.paired_stats``), and
 "not distinguishable" when the CI contains 0; the paper's A − B beside it.
 
-Writes RUNS_DIR/report/table3.md (table, then the paired comparisons), table3.csv (CSV: numbers only, empty where
+Ranks: every row with results is scored on the benchmarks all of them have (the mean of their Average@k; "Avg"
+when all five are there) and ranked beside the paper's averages; the paper's two claims (DFT on offline-RL data
+leads; DFT beats SFT on SFT data) are checked on ours, saying plainly where the orderings differ.
+
+Writes RUNS_DIR/report/table3.md (table, then the paired comparisons and the ranks), table3.csv (CSV: numbers only, empty where
 missing), paired.csv, and, when the inputs exist, fig1_accuracy_vs_step.png and fig2_token_probs.png. All files
 are written atomically.
 """
@@ -207,6 +211,53 @@ def paired_markdown(comparisons: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline_scores(table: list[tuple[Row, dict | None]]) -> tuple[list[str], dict[str, float]]:
+    """(benchmarks, {row key: score}): each row with results scored on the benchmarks every such row has, as the
+    unweighted mean over those benchmarks of Average@k in percent (= "Avg" when all five are there)."""
+    present = [r for _, r in table if r is not None]
+    shared = [b for b in BENCHMARKS if present and all(b in r["benchmarks"] for r in present)]
+    if not shared:
+        return [], {}
+    return shared, {row.key: average_over_benchmarks([r["benchmarks"][b]["per_question_acc"] for b in shared])[0]
+                    for row, r in table if r is not None}
+
+
+def _ranks(scores: dict[str, float]) -> dict[str, int]:
+    """1 = highest; ties share the better rank."""
+    return {k: 1 + sum(v > s for v in scores.values()) for k, s in scores.items()}
+
+
+def ranks_markdown(table: list[tuple[Row, dict | None]], comparisons: list[dict]) -> str:
+    """Our ordering of the rows beside the paper's (ranks among the rows both have), and the paper's two headline
+    claims checked on ours: DFT on offline-RL data leads; DFT beats SFT on SFT data by a wide margin."""
+    benches, ours = headline_scores(table)
+    if not ours:
+        return ""
+    by_key = {row.key: row for row, _ in table}
+    paper = {k: by_key[k].paper_average for k in ours if by_key[k].paper_average is not None}
+    rank_ours, rank_paper = _ranks({k: ours[k] for k in paper}), _ranks(paper)
+    label = "Avg" if len(benches) == len(BENCHMARKS) else "+".join(DISPLAY_NAMES[b] for b in benches)
+    lines = ["", f"Ranks beside the paper's (score: {label}; ranks among the {len(paper)} rows with a paper average):",
+             "", "| Method | ours | rank (ours) | paper | rank (paper) |", "|---|---:|---:|---:|---:|"]
+    for key in sorted(ours, key=lambda k: -ours[k]):
+        row = by_key[key]
+        lines.append(f"| {row.method} ({row.setting}) | {ours[key]:.2f} | {rank_ours.get(key, DASH)} | "
+                     f"{_num(row.paper_average)} | {rank_paper.get(key, DASH)} |")
+    checks = []
+    if "dft_offline" in rank_ours:
+        leader = max(ours, key=ours.get)
+        checks.append(f"DFT (offline RL) leads: paper yes; ours {'yes' if leader == 'dft_offline' else 'no'} "
+                      f"(rank {rank_ours['dft_offline']} of {len(rank_ours)}; top: {by_key[leader].method} "
+                      f"({by_key[leader].setting}))")
+    pair = next((c for c in comparisons if (c["a"], c["b"]) == ("dft_sft", "sft")), None)
+    if pair is not None:
+        checks.append(f"DFT − SFT on SFT data: paper {_delta(pair['paper_diff'])}; ours {pair['diff']:+.2f} "
+                      f"[{pair['ci_lo']:+.2f}, {pair['ci_hi']:+.2f}] ({pair['verdict']})")
+    agree = sum(rank_ours[k] == rank_paper[k] for k in rank_paper)
+    checks.append(f"same rank as the paper: {agree} of {len(rank_paper)} rows")
+    return "\n".join(lines + [""] + [f"- {c}" for c in checks]) + "\n"
+
+
 def to_markdown(table: list[tuple[Row, dict | None]]) -> str:
     """Markdown Table 3: per benchmark ours [95% CI] and paper; Avg ours [CI], paper and delta."""
     header = ["Setting", "Method"]
@@ -343,7 +394,7 @@ def report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, pl
     table = collect(runs_dir)
     written = {}
     comparisons = paired_comparisons(table)
-    md = to_markdown(table) + paired_markdown(comparisons)
+    md = to_markdown(table) + paired_markdown(comparisons) + ranks_markdown(table, comparisons)
     write_text(out / "table3.md", md)
     written["table3.md"] = out / "table3.md"
     write_text(out / "table3.csv", csv_text(to_csv_rows(table)))

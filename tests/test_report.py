@@ -139,3 +139,26 @@ def test_malformed_results_names_file_and_field(tmp_path):
         report.collect(tmp_path / "runs")
     with pytest.raises(FileNotFoundError):
         report.collect(tmp_path / "nope")
+
+
+def test_ranks_beside_the_paper(runs):
+    """Shared benchmarks of base, sft and dft_sft: math500 and aime24. Scores by hand: base (50 + 50) / 2 = 50,
+    dft_sft (100 + 100) / 2 = 100, sft ((0 + .5) / 2 * 100 + 0) / 2 = 12.5. Ours: dft_sft 1, base 2, sft 3;
+    paper: dft_sft 30.67 (1), sft 16.81 (2), base 15.92 (3) -> one row (dft_sft) ranks the same."""
+    table = report.collect(runs)
+    benches, scores = report.headline_scores(table)
+    assert benches == ["math500", "aime24"]
+    assert scores == pytest.approx({"base": 50.0, "dft_sft": 100.0, "sft": 12.5})
+    comparisons = report.paired_comparisons(table, reps=200)
+    md = report.ranks_markdown(table, comparisons)
+    rows = {}
+    for line in md.splitlines():
+        if line.startswith("| ") and not line.startswith("| Method"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    assert rows == {"DFT (SFT data)": ["100.00", "1", "30.67", "1"], "Base model (—)": ["50.00", "2", "15.92", "3"],
+                    "SFT (SFT data)": ["12.50", "3", "16.81", "2"]}
+    assert "same rank as the paper: 1 of 3 rows" in md
+    pair = next(c for c in comparisons if (c["a"], c["b"]) == ("dft_sft", "sft"))
+    assert f"DFT − SFT on SFT data: paper +13.86; ours {pair['diff']:+.2f}" in md
+    assert "DFT (offline RL) leads" not in md  # no dft_offline results: no claim either way

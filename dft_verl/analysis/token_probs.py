@@ -175,7 +175,7 @@ def compute(model_path: str, data: str | Path, out: str | Path, max_length: int 
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dft_verl.analysis.token_probs", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF model folder (or hub id)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model's)")
@@ -189,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
                    help="default: bfloat16 on cuda, float32 on cpu")
     p.add_argument("--before", default=None, help="another token_probs folder to overlay in hist.png (e.g. base)")
     p.add_argument("--no-plot", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = compute(args.model, args.data, args.out, max_length=args.max_length, batch_size=args.batch_size,
                   limit=args.limit, device=args.device, dtype=args.dtype, tokenizer_path=args.tokenizer)

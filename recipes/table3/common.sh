@@ -97,6 +97,11 @@ EVAL_DATA_DIR=${EVAL_DATA_DIR:-}
 EVAL_BACKEND=${EVAL_BACKEND:-}
 EVAL_ARGS=${EVAL_ARGS:-}
 EVAL_EVERY_CHECKPOINT=${EVAL_EVERY_CHECKPOINT:-0}
+# 0: train only (no evaluation, no token probabilities); rerun with EVAL=1 to evaluate what was trained
+EVAL=${EVAL:-1}
+# 1: also each row's final model's probability of every target token of the offline-RL SFT data, the paper's
+# Fig. 2 (python -m dft_verl.analysis.token_probs into RUNS_DIR/<row>/token_probs; the report plots it)
+TOKEN_PROBS=${TOKEN_PROBS:-0}
 # GPUs reserved for an evaluation submitted with RAY_ADDRESS (0 with EVAL_BACKEND=verl: its replicas ask Ray)
 EVAL_NUM_GPUS=${EVAL_NUM_GPUS:-1}
 # ---- end of user-adjustable ----
@@ -359,7 +364,7 @@ train_once() {
 # skipped when OUT/results.json exists. Only node 0 evaluates.
 evaluate() {
     local row=$1 model=$2 out=${3:-$runs_dir/$1/eval}
-    if [[ "$NODE_RANK" != 0 ]]; then
+    if [[ "$NODE_RANK" != 0 || "$EVAL" != 1 ]]; then
         return
     fi
     if [[ -f "$out/results.json" ]]; then
@@ -378,8 +383,25 @@ evaluate() {
     run_logged "$out.log" "${gpu_python[@]}" -m dft_verl.eval "${eval_args[@]}" "${user_eval_args[@]}"
 }
 
-# evaluate_checkpoints ROW CKPT HF_SUBDIR: evaluate the newest checkpoint into ROW/eval and, with
-# EVAL_EVERY_CHECKPOINT=1, every global_step_<N> into ROW/eval/step_<N>.
+# token_probs ROW MODEL: with TOKEN_PROBS=1 (and EVAL=1), MODEL's probability of each target token of the
+# offline-RL SFT data into RUNS_DIR/ROW/token_probs (log: that folder's name + .log); skipped when its meta.json
+# exists. Only node 0.
+token_probs() {
+    local row=$1 model=$2 out=$runs_dir/$1/token_probs
+    if [[ "$NODE_RANK" != 0 || "$EVAL" != 1 || "$TOKEN_PROBS" != 1 ]]; then
+        return
+    fi
+    if [[ -f "$out/meta.json" ]]; then
+        echo "[$row] $out exists; skipping token probabilities"
+        return
+    fi
+    local args=(--model "$model" --data "$rft_data" --out "$out" --max-length "$SFT_MAX_LENGTH" --no-plot)
+    if [[ "$DEVICE" == cpu ]]; then args+=(--device cpu --dtype float32); fi
+    run_logged "$out.log" "${gpu1_python[@]}" -m dft_verl.analysis.token_probs "${args[@]}"
+}
+
+# evaluate_checkpoints ROW CKPT HF_SUBDIR: evaluate the newest checkpoint into ROW/eval (and its token
+# probabilities, TOKEN_PROBS=1) and, with EVAL_EVERY_CHECKPOINT=1, every global_step_<N> into ROW/eval/step_<N>.
 # HF_SUBDIR: "huggingface" (SFT trainer) or "actor/huggingface" (main_ppo).
 evaluate_checkpoints() {
     local row=$1 ckpt=$2 sub=$3 step dir
@@ -392,4 +414,5 @@ evaluate_checkpoints() {
     fi
     step=$(latest_step "$ckpt")
     evaluate "$row" "$ckpt/global_step_$step/$sub"
+    token_probs "$row" "$ckpt/global_step_$step/$sub"
 }

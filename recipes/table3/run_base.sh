@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Table 3, row "base": the untrained base model, evaluation only.
+# Table 3, row "base": the untrained base model, evaluation only (and, TOKEN_PROBS=1, the "before training"
+# token probabilities of Fig. 2).
 #
 # Usage: bash recipes/table3/run_base.sh
 #   Settings (MODEL_PATH, RUNS_DIR, EVAL_*): see common.sh.
@@ -17,3 +18,4 @@ if [[ $# -gt 0 ]]; then
     exit 2
 fi
 evaluate base "$model_path"
+token_probs base "$model_path"

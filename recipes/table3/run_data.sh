@@ -34,6 +34,8 @@ SAMPLE_TEMPERATURE=${SAMPLE_TEMPERATURE:-1.0}
 SAMPLE_MAX_NEW_TOKENS=${SAMPLE_MAX_NEW_TOKENS:-2048}
 # verl: Ray + vLLM replicas on NNODES x N_GPUS_PER_NODE GPUs; vllm: one process; hf: CPU/tests
 SAMPLE_BACKEND=${SAMPLE_BACKEND:-verl}
+# hf/vllm backends: sequences per generate call (empty: the pipeline's default)
+SAMPLE_BATCH_SIZE=${SAMPLE_BATCH_SIZE:-}
 # Judge answers in Ray tasks (true) or a local process pool (false); judge processes (empty: all CPUs)
 VERIFY_USE_RAY=${VERIFY_USE_RAY:-true}
 VERIFY_NUM_WORKERS=${VERIFY_NUM_WORKERS:-}
@@ -42,7 +44,12 @@ row=data
 source=$DATA_SOURCE
 
 extra_args=()
-if [[ "$DATA_GENERATE_TRAIN" != 0 || -n "$MODEL_BUILD" ]]; then
+# MODEL_BUILD builds MODEL_PATH only when it holds no model yet (a model passed in is used as it is)
+build_model=
+if [[ -n "$MODEL_BUILD" && ! -e "$model_path/config.json" ]]; then
+    build_model=$MODEL_BUILD
+fi
+if [[ "$DATA_GENERATE_TRAIN" != 0 || "$build_model" == tiny ]]; then
     inputs_args=(--task-dir "$data_dir/task" --n-train "$DATA_GENERATE_TRAIN" --n-test "$DATA_GENERATE_TEST"
         --families "$DATA_GENERATE_FAMILIES")
     if [[ "$DATA_GENERATE_TRAIN" != 0 ]]; then
@@ -53,19 +60,20 @@ if [[ "$DATA_GENERATE_TRAIN" != 0 || -n "$MODEL_BUILD" ]]; then
         fi
         inputs_args+=(--bench-dir "$eval_data_dir")
     fi
-    if [[ "$MODEL_BUILD" == tiny ]]; then
+    if [[ "$build_model" == tiny ]]; then
         if [[ "$DATA_GENERATE_TRAIN" == 0 ]]; then
             echo "run_data.sh: MODEL_BUILD=tiny fits the model to generated questions: set DATA_GENERATE_TRAIN" >&2
             exit 2
         fi
         inputs_args+=(--tiny-model "$model_path")
     fi
-    if [[ "$DATA_GENERATE_TRAIN" != 0 || "$MODEL_BUILD" == tiny ]]; then
-        run_logged "$runs_dir/$row/inputs.log" "${cpu_python[@]}" -m dft_verl.demo.offline_inputs "${inputs_args[@]}"
-    fi
-    if [[ "$MODEL_BUILD" == smollm2 && ! -e "$model_path/config.json" ]]; then
-        run_logged "$runs_dir/$row/inputs.log" "${cpu_python[@]}" -m dft_verl.demo.smollm2 --cache-dir "$model_path"
-    fi
+    run_logged "$runs_dir/$row/inputs.log" "${cpu_python[@]}" -m dft_verl.demo.offline_inputs "${inputs_args[@]}"
+fi
+if [[ "$build_model" == smollm2 ]]; then
+    run_logged "$runs_dir/$row/inputs.log" "${cpu_python[@]}" -m dft_verl.demo.smollm2 --cache-dir "$model_path"
+fi
+if [[ -n "$SAMPLE_BATCH_SIZE" ]]; then
+    extra_args+=("sample.batch_size=$SAMPLE_BATCH_SIZE")
 fi
 if [[ -n "$VERIFY_NUM_WORKERS" ]]; then
     extra_args+=("verify.num_workers=$VERIFY_NUM_WORKERS")

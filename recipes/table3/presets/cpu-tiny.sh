@@ -33,6 +33,8 @@ RL_MAX_PROMPT_LENGTH=${RL_MAX_PROMPT_LENGTH:-128}
 RL_MAX_RESPONSE_LENGTH=${RL_MAX_RESPONSE_LENGTH:-48}
 GRPO_N=${GRPO_N:-2}
 EVAL_BACKEND=${EVAL_BACKEND:-hf}
+# Fig. 2 for every row (cheap at this size)
+TOKEN_PROBS=${TOKEN_PROBS:-1}
 EVAL_ARGS=${EVAL_ARGS:---benchmarks math500 --k 2 --max-new-tokens 48 --batch-size 16 --num-workers 1}
 # A checkpoint per step, each evaluated (the report's accuracy-vs-step figure)
 SAVE_FREQ=${SAVE_FREQ:-1}
