@@ -1,13 +1,13 @@
 """The ``dft-verl`` command.
 
-    dft-verl demo [--fast] [--out DIR] [--config FILE] [--model DIR] [--train-file F] [--test-file F]
-                  [--overwrite] [key=value ...]
+    dft-verl demo [--fast] [--rows base,sft,...] [--out DIR] [--config FILE] [--model DIR] [--train-file F]
+                  [--test-file F] [--overwrite] [key=value ...]
     dft-verl smollm2 [--cache-dir DIR]       # convert the packaged SmolLM2-135M-Instruct GGUF once, print its folder
     dft-verl cpu-overrides [--dtype float32] # the SFT-family trainers' CPU overrides, one per line
 
-``demo`` runs the project's main job end to end on CPU (dft_verl/demo/run.py; settings in
-dft_verl/demo/demo.yaml, ``--fast`` layers demo_fast.yaml). key=value overrides any demo.yaml entry,
-e.g. ``train.steps=4 eval.k=2``.
+``demo`` rehearses the whole Table-3 comparison on CPU by running the Table-3 recipes at a CPU preset
+(dft_verl/demo/run.py; settings in dft_verl/demo/demo.yaml, ``--fast`` layers demo_fast.yaml). key=value overrides
+any demo.yaml entry, e.g. ``task.n_test=64 recipe_env.GRPO_N=8``.
 """
 
 from __future__ import annotations
@@ -21,16 +21,20 @@ from pathlib import Path
 
 
 def _demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="prepare -> sample -> verify -> filter -> SFT/RFT/DFT -> eval -> table, on CPU",
-                       description="Run the DFT demo end to end on CPU; a second run reuses finished stages.")
-    p.add_argument("--fast", action="store_true", help="smaller sizes (demo_fast.yaml): about 9 minutes on 2 cores")
+    p = sub.add_parser("demo", help="Table 3 on CPU: data, all ten rows through the recipes, eval, report",
+                       description="Rehearse the Table-3 comparison on CPU through recipes/table3 (cpu-small preset); "
+                                   "a second run reuses finished steps.")
+    p.add_argument("--fast", action="store_true", help="smaller sizes (demo_fast.yaml) for a first look")
+    p.add_argument("--rows", default=None,
+                   help="comma-separated subset of the Table-3 rows (default: all ten, demo.yaml `rows`)")
     p.add_argument("--out", default=None, help="output folder (default: runs/demo, or runs/demo_fast with --fast)")
     p.add_argument("--config", default=None, help="a yaml layered over demo.yaml")
     p.add_argument("--model", default=None, help="HF model folder instead of the packaged SmolLM2-135M-Instruct")
     p.add_argument("--train-file", default=None, help="your task: jsonl with question, answer (and solution)")
     p.add_argument("--test-file", default=None, help="held-out jsonl (default: hold out task.n_test train rows)")
     p.add_argument("--overwrite", action="store_true", help="replace results of a different config in --out")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="any demo.yaml entry, e.g. train.steps=4")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="any demo.yaml entry, e.g. task.n_test=64 recipe_env.SAMPLE_N=8")
 
 
 def run_demo(args) -> dict:
@@ -54,6 +58,8 @@ def run_demo(args) -> dict:
             overrides.append(f"{key}={flag}")
     if args.overwrite:
         overrides.append("overwrite=true")
+    if args.rows:
+        overrides.append(f"rows=[{args.rows}]")
     cfg = load_config(fast=args.fast, config_file=args.config, overrides=overrides)
 
     out = Path(cfg.out).expanduser().resolve()
@@ -69,10 +75,6 @@ def run_demo(args) -> dict:
     log = logging.getLogger("dft_verl.demo")
     try:
         log.info("dft-verl demo -> %s (log: %s)", out, log_path)
-        import torch
-
-        if cfg.threads:
-            torch.set_num_threads(int(cfg.threads))
         t0 = time.perf_counter()
         summary = Demo(cfg).run()
         print(list_outputs(out))
@@ -81,7 +83,8 @@ def run_demo(args) -> dict:
         print(f"Stage times: {timings}; total " + (f"{total / 60:.1f} min" if total >= 60 else f"{total:.0f} s"))
         if summary["skipped"]:
             print(f"Reused from an earlier run: {', '.join(summary['skipped'])}")
-        print(f"Table: {out / 'report' / 'table.md'}   Plots: {out / 'report'}   Log: {log_path}")
+        print(f"Summary: {out / 'report' / 'summary.md'}   Table 3: {out / 'report' / 'table3.md'}   "
+              f"Log: {log_path}")
         log.info("demo finished in %.1f min", (time.perf_counter() - t0) / 60)
     finally:
         for handler in handlers:

@@ -156,9 +156,22 @@ def test_ranks_beside_the_paper(runs):
         if line.startswith("| ") and not line.startswith("| Method"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0]] = cells[1:]
-    assert rows == {"DFT (SFT data)": ["100.00", "1", "30.67", "1"], "Base model (—)": ["50.00", "2", "15.92", "3"],
+    assert rows == {"DFT (SFT data)": ["100.00", "1", "30.67", "1"], "Base model": ["50.00", "2", "15.92", "3"],
                     "SFT (SFT data)": ["12.50", "3", "16.81", "2"]}
     assert "same rank as the paper: 1 of 3 rows" in md
     pair = next(c for c in comparisons if (c["a"], c["b"]) == ("dft_sft", "sft"))
     assert f"DFT − SFT on SFT data: paper +13.86; ours {pair['diff']:+.2f}" in md
     assert "DFT (offline RL) leads" not in md  # no dft_offline results: no claim either way
+
+
+def test_ranks_ties_and_the_lead_claim(tmp_path):
+    """dft_offline and rft tie at 50 on math500, base scores 25: the lead claim says "tied for first"."""
+    root = tmp_path / "runs"
+    write(root / "dft_offline" / "eval" / "results.json", results_json({"math500": [1.0, 0.0]}))
+    write(root / "rft" / "eval" / "results.json", results_json({"math500": [0.0, 1.0]}))
+    write(root / "base" / "eval" / "results.json", results_json({"math500": [0.5, 0.0]}))
+    md = report.ranks_markdown(report.collect(root), [])
+    assert "ours tied for first (rank 1 of 3; top: RFT (offline RL), DFT (offline RL))" in md
+    assert "| DFT (offline RL) | 50.00 | 1 | 35.43 | 1 |" in md and "| RFT (offline RL) | 50.00 | 1 | 23.97 | 2 |" in md
+    # paper ranks dft_offline 1, rft 2, base 3; ours 1, 1, 3 -> two agree
+    assert "same rank as the paper: 2 of 3 rows" in md

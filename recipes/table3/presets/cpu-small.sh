@@ -28,6 +28,11 @@ SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-256}
 SFT_FUSED_KERNELS=${SFT_FUSED_KERNELS:-False}
 DPO_BATCH_SIZE=${DPO_BATCH_SIZE:-8}
 DPO_MAX_LENGTH=${DPO_MAX_LENGTH:-256}
+# Learning rates for a run of 4-10 optimiser steps: the paper's 1e-6 (PPO, GRPO, DPO) moves a model visibly only over
+# its hundreds of steps; at 6 steps nothing changes. 1e-5 (measured: GRPO reward 0.28 -> 0.50 in 12 steps) keeps
+# the SFT family's 5e-5 five times higher, as in the paper's ratio of SFT to RL step sizes (50x) scaled down.
+RL_LR=${RL_LR:-1e-5}
+DPO_LR=${DPO_LR:-1e-5}
 RL_BATCH_SIZE=${RL_BATCH_SIZE:-8}
 RL_MINI_BATCH_SIZE=${RL_MINI_BATCH_SIZE:-8}
 RL_MICRO_BATCH_SIZE_PER_GPU=${RL_MICRO_BATCH_SIZE_PER_GPU:-4}
