@@ -222,7 +222,8 @@ def headline_scores(table: list[tuple[Row, dict | None]]) -> tuple[list[str], di
                     for row, r in table if r is not None}
 
 
-def _label(row: Row) -> str:
+def row_label(row: Row) -> str:
+    """"Method (setting)", or the method alone for the base model."""
     return row.method if row.setting == DASH else f"{row.method} ({row.setting})"
 
 
@@ -245,7 +246,7 @@ def ranks_markdown(table: list[tuple[Row, dict | None]], comparisons: list[dict]
              "", "| Method | ours | rank (ours) | paper | rank (paper) |", "|---|---:|---:|---:|---:|"]
     for key in sorted(ours, key=lambda k: -ours[k]):
         row = by_key[key]
-        lines.append(f"| {_label(row)} | {ours[key]:.2f} | {rank_ours.get(key, DASH)} | "
+        lines.append(f"| {row_label(row)} | {ours[key]:.2f} | {rank_ours.get(key, DASH)} | "
                      f"{_num(row.paper_average)} | {rank_paper.get(key, DASH)} |")
     checks = []
     if "dft_offline" in ours:
@@ -253,7 +254,7 @@ def ranks_markdown(table: list[tuple[Row, dict | None]], comparisons: list[dict]
         top = [k for k in ours if rank_all[k] == 1]
         verdict = ("yes" if top == ["dft_offline"] else "tied for first" if "dft_offline" in top else "no")
         checks.append(f"DFT (offline RL) leads: paper yes; ours {verdict} (rank {rank_all['dft_offline']} of "
-                      f"{len(ours)}; top: {', '.join(_label(by_key[k]) for k in top)})")
+                      f"{len(ours)}; top: {', '.join(row_label(by_key[k]) for k in top)})")
     pair = next((c for c in comparisons if (c["a"], c["b"]) == ("dft_sft", "sft")), None)
     if pair is not None:
         checks.append(f"DFT − SFT on SFT data: paper {_delta(pair['paper_diff'])}; ours {pair['diff']:+.2f} "

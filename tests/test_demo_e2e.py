@@ -1,10 +1,10 @@
-"""A CI-sized demo, end to end through `dft-verl demo`: every stage's output exists and is well-formed, and a
-rerun resumes (skips every finished stage and rewrites none of their files).
+"""The ten-row demo at CI size, end to end through `dft-verl demo`: it drives the Table-3 recipes (preset cpu-tiny)
+for real, every row's outputs exist and agree with each other, the summary's numbers and the paired statistics
+match an independent computation from the results files, and a rerun resumes (reuses every row, rewrites nothing).
 
-The real SmolLM2 is too slow for CI, so the model is a tiny random Llama taught the training questions' gold
-solutions for a few seconds first: at temperature 1.0 it then answers a good share of them correctly, so the
-filter stage keeps real correct samples for RFT and DFT, as with the real model. Training runs through verl's
-trainer under torchrun (2 ranks) exactly as in the full demo.
+The model is a tiny random Llama taught the training questions' gold solutions for a few seconds, so that at
+temperature 1.0 it answers a share of them correctly (real correct and wrong samples for RFT, DFT, DPO and the RL
+rewards). Every row runs its real trainer: torchrun (SFT family, DPO) and verl's main_ppo (PPO, GRPO), 2 ranks.
 """
 
 import json
@@ -16,26 +16,21 @@ import pandas as pd
 import pytest
 
 from dft_verl.demo import tasks
+from dft_verl.demo.run import ALL_ROWS
 from dft_verl.tiny import teach_tiny_model
 
 pytestmark = pytest.mark.slow
 
-N_TRAIN, N_TEST, N_SAMPLES, K, STEPS = 12, 4, 2, 2, 2
-FAMILIES = ("add",)
-MODELS = ("base", "sft", "rft", "dft")
+N_TRAIN, N_TEST, N_FORMAT = 8, 8, 4
+TRAINED = [r for r in ALL_ROWS if r != "base"]
+RL_ROWS = ("ppo", "grpo")
 
 
-def run_cli(out: Path, model: str) -> dict:
+def run_cli(out: Path, model: str, *extra: str) -> dict:
     from dft_verl.cli import main
 
-    overrides = [
-        f"task.families=[{','.join(FAMILIES)}]", f"task.n_train={N_TRAIN}", f"task.n_test={N_TEST}",
-        f"sample.n={N_SAMPLES}", "sample.max_new_tokens=64", "sample.batch_size=24", "sample.shard_size=8",
-        "warmup.steps=1", "warmup.n_questions=4",
-        f"train.steps={STEPS}", "train.batch_size=4", "train.micro_batch_size=2", "train.lr=1e-3",
-        "train.max_length=192", f"eval.k={K}", "eval.max_new_tokens=64", "eval.batch_size=16",
-    ]
-    main(["demo", "--out", str(out), "--model", model, *overrides])
+    main(["demo", "--out", str(out), "--model", model, "preset=cpu-tiny", f"task.n_train={N_TRAIN}",
+          f"task.n_test={N_TEST}", "task.families=[add]", f"warmup.n_questions={N_FORMAT}", *extra])
     return json.loads((out / "report" / "summary.json").read_text())
 
 
@@ -46,118 +41,119 @@ def _files(root: Path) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    model = teach_tiny_model(root / "taught", tasks.make_problems(N_TRAIN, 0, FAMILIES))
+    model = teach_tiny_model(root / "taught", tasks.make_problems(N_TRAIN, 0, ("add",)))
     out = root / "out"
-    first = run_cli(out, model)
-    return out, model, first
+    return out, str(model), run_cli(out, str(model))
 
 
-def test_every_stage_output_is_well_formed(demo_run):
-    from dft_verl.rewards import REASONS, verify_many
+def _base_model(out: Path) -> Path:
+    warm = out / "warmup" / "checkpoints" / "sft"
+    return warm / f"global_step_{(warm / 'latest_checkpointed_iteration.txt').read_text().strip()}" / "huggingface"
 
+
+def _hf_dir(out: Path, row: str) -> Path:
+    ckpt = out / "checkpoints" / row
+    step = (ckpt / "latest_checkpointed_iteration.txt").read_text().strip()
+    return ckpt / f"global_step_{step}" / ("actor/huggingface" if row in RL_ROWS else "huggingface")
+
+
+def test_the_recipes_ran_every_row_from_the_warmed_up_model(demo_run):
     out, model, summary = demo_run
-    # task
-    train = [json.loads(x) for x in (out / "task" / "train.jsonl").read_text().splitlines()]
-    test = [json.loads(x) for x in (out / "task" / "test.jsonl").read_text().splitlines()]
-    fmt = [json.loads(x) for x in (out / "task" / "format.jsonl").read_text().splitlines()]
-    assert len(train) == N_TRAIN and len(test) == N_TEST and len(fmt) == 4
-    questions = [r["question"] for r in train + test + fmt]
-    assert len(set(questions)) == len(questions)
-    # prepare: RL rows for train and test, gold SFT rows for train
-    rl = pd.read_parquet(out / "data/train/prepare/rl.parquet")
-    gold = pd.read_parquet(out / "data/train/prepare/sft.parquet")
-    assert len(rl) == N_TRAIN and len(gold) == N_TRAIN
-    assert all(m[-1]["role"] == "assistant" and "\\boxed{" in m[-1]["content"] for m in gold["messages"])
-    assert len(pd.read_parquet(out / "data/test/prepare/rl.parquet")) == N_TEST
-    # sample: n per question, in two shards
-    samples = pd.read_parquet(out / "data/train/sample/samples.parquet")
-    assert len(samples) == N_TRAIN * N_SAMPLES
-    assert sorted(samples.groupby("index").size().unique()) == [N_SAMPLES]
-    assert len(list((out / "data/train/sample/shards").glob("shard-*.parquet"))) == 2
-    # verify: a verdict per sample
-    verified = pd.read_parquet(out / "data/train/verify/verified.parquet")
-    assert len(verified) == len(samples) and set(verified["reason"]) <= set(REASONS)
-    assert (verified["correct"] == (verified["reason"] == "ok")).all()
-    # filter: only correct responses, and the judge agrees on each of them again
-    filtered = pd.read_parquet(out / "data/train/filter/sft.parquet")
-    assert 0 < len(filtered) <= int(verified["correct"].sum())
-    by_index = {e["index"]: r["ground_truth"] for e, r in zip(rl["extra_info"], rl["reward_model"])}
-    again = verify_many([m[-1]["content"] for m in filtered["messages"]],
-                        [by_index[e["index"]] for e in filtered["extra_info"]], progress=False)
-    assert all(v.correct for v in again)
-    # train: an HF model per method, trained for STEPS steps, weights moved away from the base model
+    # the warm-up: the recipes' SFT row on the format split, no evaluation; its checkpoint is the base model
+    base_model = _base_model(out)
+    assert (base_model / "config.json").is_file() and not (out / "warmup" / "sft" / "eval").exists()
+    assert f"model.path={model}" in (out / "warmup" / "sft" / "train.log").read_text()
+    assert len(pd.read_parquet(out / "warmup" / "data" / "prepare" / "sft.parquet")) == N_FORMAT
+    # run_all.sh ran the data step and all ten rows, in order
+    recipes_log = (out / "recipes.log").read_text()
+    assert "run_all.sh data " + " ".join(ALL_ROWS) in recipes_log
+    assert list(summary["row_seconds"]) == ["data", *ALL_ROWS, "report"]
+    # the data step sampled the demo's training questions with the base model
+    rl = pd.read_parquet(out / "data" / "prepare" / "rl.parquet")
+    train_q = [json.loads(x)["question"] for x in (out / "task" / "train.jsonl").read_text().splitlines()]
+    assert sorted(e["question"] for e in rl["extra_info"]) == sorted(train_q)
+    assert f"sample.model_path={base_model}" in (out / "data" / "pipeline.log").read_text()
+    # every trained row started from the base model and wrote an HF checkpoint that differs from it
     from safetensors.numpy import load_file
 
-    base_w = load_file(str(Path(model) / "model.safetensors"))
-    for name, loss in (("sft", "sft"), ("rft", "sft"), ("dft", "dft")):
-        folder = out / "train" / name
-        hf = folder / f"global_step_{STEPS}" / "huggingface"
-        assert (hf / "config.json").is_file() and (hf / "tokenizer_config.json").is_file()
-        done = json.loads((folder / "_demo_done.json").read_text())
-        assert sorted(int(s) for s in done["metrics"]) == list(range(1, STEPS + 1))
-        assert f"loss.type={loss}" in done["command"]
-        trained = load_file(str(hf / "model.safetensors"))
+    base_w = load_file(str(base_model / "model.safetensors"))
+    for row in TRAINED:
+        log = (out / row / "train.log").read_text()
+        assert str(base_model) in log, row
+        trained = load_file(str(_hf_dir(out, row) / "model.safetensors"))
         moved = [k for k in base_w if k in trained and not np.allclose(base_w[k], trained[k].astype(base_w[k].dtype))]
-        assert moved, f"{name}: no weight changed"
-        first = done["metrics"]["1"]
-        if loss == "dft":  # DFT's loss is the probability-weighted CE: below the plain CE of the same tokens
-            assert first["train/loss"] < first["dft/ce"]
-        else:
-            assert first["train/loss"] == pytest.approx(first["dft/ce"], rel=1e-3)
-    # eval: Average@k of each model on the held-out questions, consistent with its samples (two worker processes,
-    # each logging to its own file)
-    for name in MODELS:
-        assert "Average@2" in (out / "eval" / name / "eval.log").read_text()
-        res = json.loads((out / "eval" / name / "results.json").read_text())
-        (bench, entry), = res["benchmarks"].items()
-        assert res["k"] == K and len(entry["per_question_acc"]) == N_TEST
-        evs = pd.read_parquet(out / "eval" / name / "samples" / f"{bench}.parquet")
-        assert len(evs) == N_TEST * K
-        assert entry["avg_at_k"] == pytest.approx(100 * evs["correct"].mean())
-        assert res["average"] == pytest.approx(entry["avg_at_k"])
-    # token probabilities of every model on the same filtered samples
-    lengths = set()
-    for name in MODELS:
-        p = np.load(out / "token_probs" / name / "token_probs.npy")
-        assert p.size > 0 and p.min() >= 0 and p.max() <= 1
-        lengths.add(p.size)
-    assert len(lengths) == 1
-    # report
-    md = (out / "report" / "table.md").read_text()
-    for name in MODELS:
-        assert f"| {name} |" in md
-    table = pd.read_csv(out / "report" / "table.csv")
-    assert list(table["model"]) == list(MODELS)
-    for png in ("accuracy.png", "train_ce.png", "token_probs.png"):
+        assert moved, f"{row}: no weight changed"
+
+
+def test_every_row_evaluated_on_the_held_out_questions(demo_run):
+    out, model, summary = demo_run
+    bench = [json.loads(x) for x in (out / "bench" / "math500" / "test.jsonl").read_text().splitlines()]
+    test = [json.loads(x) for x in (out / "task" / "test.jsonl").read_text().splitlines()]
+    assert [b["problem"] for b in bench] == [t["question"] for t in test] and len(bench) == N_TEST
+    sizes = set()
+    records = {r["row"]: r for r in summary["rows"]}
+    assert list(records) == list(ALL_ROWS)
+    for row in ALL_ROWS:
+        res = json.loads((out / row / "eval" / "results.json").read_text())
+        entry = res["benchmarks"]["math500"]
+        samples = pd.read_parquet(out / row / "eval" / "samples" / "math500.parquet")
+        assert res["k"] == 2 and len(entry["per_question_acc"]) == N_TEST and len(samples) == 2 * N_TEST
+        # the summary's number is the mean of the per-question accuracies, which are the judged samples' means
+        per_q = samples.groupby("index")["correct"].mean().sort_index().tolist()
+        assert entry["per_question_acc"] == pytest.approx(per_q)
+        assert records[row]["avg_at_k"] == pytest.approx(100 * np.mean(per_q))
+        assert res["model"] == str(_base_model(out) if row == "base" else _hf_dir(out, row))
+        # Fig. 2 data: the same offline-RL tokens scored by every row's model
+        probs = np.load(out / row / "token_probs" / "token_probs.npy")
+        assert probs.size and 0 <= probs.min() and probs.max() <= 1
+        sizes.add(probs.size)
+    assert len(sizes) == 1
+    md = (out / "report" / "summary.md").read_text()
+    for row in ALL_ROWS:
+        assert f"| {row} |" in md
+    for png in ("fig1_accuracy_vs_step.png", "fig2_token_probs.png"):
         assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert summary["table"][0]["model"] == "base"
-    assert set(summary["timings"]) >= {"task", "warmup", "pipeline", "train", "eval", "report", "total"}
-    # the warm-up made the base model that every method starts from
-    warm = out / "train" / "warmup" / "global_step_1" / "huggingface"
-    assert (warm / "config.json").is_file()
-    for name in ("sft", "rft", "dft"):
-        assert f"model.path={warm}" in json.loads((out / "train" / name / "_demo_done.json").read_text())["command"]
 
 
-def test_rerun_resumes_and_rewrites_nothing(demo_run):
+def test_paired_statistics_match_the_results_files(demo_run):
+    """Each paired comparison's A − B equals the mean over questions of the per-question accuracy differences, in
+    points, computed here from the two rows' results.json."""
+    out, _, summary = demo_run
+    paired = pd.read_csv(out / "report" / "paired.csv")
+    assert {(a, b) for a, b in zip(paired["a"], paired["b"])} == {
+        ("dft_offline", "rft"), ("dft_offline", "dpo"), ("dft_offline", "ppo"), ("dft_offline", "grpo"),
+        ("dft_offline", "iw_sft_offline"), ("dft_sft", "sft")}
+    for rec in paired.to_dict("records"):
+        acc = [json.loads((out / r / "eval" / "results.json").read_text())["benchmarks"]["math500"]["per_question_acc"]
+               for r in (rec["a"], rec["b"])]
+        diff = 100 * np.mean(np.subtract(acc[0], acc[1]))
+        assert rec["diff"] == pytest.approx(diff, abs=1e-3)
+        assert rec["ci_lo"] <= rec["diff"] + 1e-9 <= rec["ci_hi"] + 2e-9
+        assert rec["n_questions"] == N_TEST
+        assert (rec["verdict"] == "not distinguishable") == (rec["ci_lo"] <= 0 <= rec["ci_hi"])
+    assert len(summary["paired"]) == len(paired)
+    assert "Ranks beside the paper's" in (out / "report" / "summary.md").read_text()
+
+
+def test_rerun_resumes_and_a_deleted_row_is_redone_alone(demo_run):
     out, model, _ = demo_run
-    # files written by the run's own bookkeeping change on every run; everything the stages made must not
-    volatile = {"demo.log", "config.json", "report/summary.json", "report/table.md", "report/table.csv",
-                "report/accuracy.png", "report/train_ce.png", "report/token_probs.png"}
+    # files the run's own bookkeeping rewrites each time; everything the rows made must stay untouched
+    volatile = {"demo.log", "config.json", "recipes.log", "timings.tsv", "report/summary.json", "report/summary.md"}
     before = _files(out)
     second = run_cli(out, model)
     after = _files(out)
     changed = sorted(k for k in before if k not in volatile and after.get(k) != before[k])
-    assert changed == []
-    assert sorted(set(after) - set(before)) == []
-    assert {"task", "format/prepare", "train/prepare", "train/sample", "train/verify", "train/filter",
-            "test/prepare", "train warmup", "train sft", "train rft", "train dft", "eval base", "eval dft",
-            "token_probs dft"} <= set(
-        second["skipped"])
-    assert second["timings"]["train"] < 5 and second["timings"]["eval"] < 5
+    assert changed == [] and sorted(set(after) - set(before)) == []
+    assert {"task", "warmup", *(f"row {r}" for r in ALL_ROWS)} <= set(second["skipped"])
 
-    # an interrupted evaluation (results.json missing) is redone alone
-    os.remove(out / "eval" / "dft" / "results.json")
+    # a row whose evaluation is lost is evaluated again, alone
+    os.remove(out / "dft_sft" / "eval" / "results.json")
     third = run_cli(out, model)
-    assert (out / "eval" / "dft" / "results.json").is_file()
-    assert "eval dft" not in third["skipped"] and "eval sft" in third["skipped"]
+    assert (out / "dft_sft" / "eval" / "results.json").is_file()
+    assert "row dft_sft" not in third["skipped"] and "row sft" in third["skipped"]
+
+
+def test_a_different_config_in_the_same_folder_is_refused(demo_run):
+    out, model, _ = demo_run
+    with pytest.raises(RuntimeError, match="different demo config"):
+        run_cli(out, model, "recipe_env.SAMPLE_N=3")

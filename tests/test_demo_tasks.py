@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from dft_verl.demo import tasks
-from dft_verl.demo.run import load_config, training_command
+from dft_verl.demo.run import ALL_ROWS, PRESETS, load_config, recipes_dir
 from dft_verl.rewards import last_boxed, verify_many
 
 
@@ -104,27 +104,26 @@ def test_split_rows_holds_out_exactly_n_in_file_order():
 
 def test_config_layers_and_rejects_unknown_keys(tmp_path):
     cfg = load_config()
-    assert cfg.sample.n == 4 and cfg.sample.temperature == 1.0
-    assert dict(cfg.train.methods.dft) == {"data": "filtered", "loss": "dft"}
-    assert dict(cfg.train.methods.sft) == {"data": "gold", "loss": "sft"}
+    assert cfg.preset == "cpu-small" and list(cfg.rows) == list(ALL_ROWS) and dict(cfg.recipe_env) == {}
     fast = load_config(fast=True)
-    assert fast.task.n_train < cfg.task.n_train and fast.train.steps <= cfg.train.steps
-    over = load_config(fast=True, overrides=["train.steps=3", "eval.k=2"])
-    assert over.train.steps == 3 and over.eval.k == 2 and over.task.n_train == fast.task.n_train
-    with pytest.raises(ValueError, match="stepz"):
-        load_config(overrides=["train.stepz=3"])
-    with pytest.raises(ValueError, match="supported: gold, filtered"):
-        load_config(overrides=["train.methods.rft.data=samples"])
+    assert fast.task.n_train < cfg.task.n_train and fast.recipe_env.GRPO_N == 2
+    over = load_config(fast=True, overrides=["recipe_env.SAMPLE_N=8", "rows=[sft,dft_sft]"])
+    assert over.recipe_env.SAMPLE_N == 8 and over.recipe_env.GRPO_N == 2 and list(over.rows) == ["sft", "dft_sft"]
+    with pytest.raises(ValueError, match="n_trian"):
+        load_config(overrides=["task.n_trian=3"])
+    with pytest.raises(ValueError, match="valid rows: base, sft, iw_sft_sft"):
+        load_config(overrides=["rows=[sft,dtf]"])
+    with pytest.raises(ValueError, match="choose one of"):
+        load_config(overrides=["preset=paper"])
+    with pytest.raises(ValueError, match="upper-case"):
+        load_config(overrides=["recipe_env.sample_n=3"])
+    with pytest.raises(ValueError, match="set by the demo itself"):
+        load_config(overrides=["recipe_env.MODEL_PATH=/m"])
 
 
-def test_training_command_carries_the_demo_settings(tmp_path):
-    cfg = load_config(overrides=["train.steps=5", "train.lr=1e-4", "train.extra_overrides=[optim.weight_decay=0.0]"])
-    cmd = training_command("/m", tmp_path / "d.parquet", tmp_path / "ckpt", "dft", "dft", cfg.train, seed=3)
-    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.train.nproc}"]
-    assert "-m" in cmd and "dft_verl.trainer.sft" in cmd
-    for expected in ("loss.type=dft", "trainer.total_training_steps=5", "optim.lr=0.0001", "trainer.device=cpu",
-                     "engine.strategy=fsdp2", "checkpoint.save_contents=[hf_model]", "trainer.seed=3",
-                     f"trainer.default_local_dir={tmp_path / 'ckpt'}", "optim.weight_decay=0.0"):
-        assert expected in cmd, expected
-    # the epoch loop must be long enough to reach the last step, where verl saves the model
-    assert "trainer.total_epochs=5" in cmd
+def test_every_demo_row_and_preset_is_a_recipe():
+    """The demo's row and preset names are the recipes' (recipes/table3/run_<row>.sh, presets/<name>.sh)."""
+    recipes = recipes_dir()
+    assert sorted(p.name[4:-3] for p in recipes.glob("run_*.sh") if p.name != "run_all.sh") == sorted(
+        ["data", *ALL_ROWS])
+    assert all((recipes / "presets" / f"{p}.sh").is_file() for p in PRESETS)

@@ -2,7 +2,7 @@
 
 report/summary.md     what was run (model, preset, questions, the base model's sampling accuracy), one line per
                       row (Average@k [95% CI] on the held-out questions, Δ base, answered share, the paper's average,
-                      wall seconds), then dft_verl.report's paired comparisons and ranks (report/table3.md)
+                      wall seconds summed over every run, from RUNS_DIR/timings.tsv), then dft_verl.report's paired comparisons and ranks (report/table3.md)
 report/summary.json   the same as data, plus the stage timings and what a rerun reused
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from dft_verl.eval import mean_ci95
-from dft_verl.report import ROWS, collect, paired_comparisons, paired_markdown, ranks_markdown, write_text
+from dft_verl.report import ROWS, collect, paired_comparisons, paired_markdown, ranks_markdown, row_label, write_text
 
 NO_ANSWER = ("no_answer", "empty_response")
 
@@ -33,14 +33,26 @@ def row_record(key: str, results: dict, results_path: Path) -> dict:
             "mean_response_chars": float(samples["response"].str.len().mean())}
 
 
+def seconds_per_row(out: Path) -> dict[str, int]:
+    """Wall seconds spent on each row over every run (RUNS_DIR/timings.tsv: row, seconds, time per line)."""
+    path = Path(out) / "timings.tsv"
+    total: dict[str, int] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[1].isdigit():
+                total[fields[0]] = total.get(fields[0], 0) + int(fields[1])
+    return total
+
+
 def build_rows(out: Path, row_seconds: dict[str, int]) -> list[dict]:
-    """One record per Table-3 row with results, in table order; Δ base in points."""
+    """One record per Table-3 row with results, in table order; Δ base in points; seconds from ``row_seconds``."""
     records = []
     for row, results in collect(out):
         if results is None:
             continue
         rec = row_record(row.key, results, out / row.key / "eval" / "results.json")
-        rec.update(method=row.method, setting=row.setting, paper_average=row.paper_average,
+        rec.update(method=row.method, setting=row.setting, label=row_label(row), paper_average=row.paper_average,
                    seconds=row_seconds.get(row.key))
         records.append(rec)
     base = next((r["avg_at_k"] for r in records if r["row"] == "base"), None)
@@ -58,14 +70,14 @@ def to_markdown(records: list[dict], header: str) -> str:
     if not records:
         return header + "\n\nNo row has results yet.\n"
     k = records[0]["k"]
-    lines = [header, "", f"| row | method (setting) | Avg@{k} [95% CI] | Δ base | answered | paper avg | wall s |",
+    lines = [header, "", f"| row | method (setting) | Avg@{k} [95% CI] | Δ base | answered | paper avg | wall s (all runs) |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in records:
         ci = f" [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]" if r["ci95"] else ""
         delta = "—" if r["delta_vs_base"] is None else f"{r['delta_vs_base']:+.1f}"
         paper = "—" if r["paper_average"] is None else f"{r['paper_average']:.2f}"
         secs = "—" if r["seconds"] is None else str(r["seconds"])
-        lines.append(f"| {r['row']} | {r['method']} ({r['setting']}) | {r['avg_at_k']:.1f}{ci} | {delta} | "
+        lines.append(f"| {r['row']} | {r['label']} | {r['avg_at_k']:.1f}{ci} | {delta} | "
                      f"{r['answered']:.0f}% | {paper} | {secs} |")
     return "\n".join(lines) + "\n"
 
@@ -73,7 +85,7 @@ def to_markdown(records: list[dict], header: str) -> str:
 def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[str, int], skipped: list[str]) -> dict:
     """Write report/summary.md and summary.json under ``out``; print the markdown; return the summary dict."""
     out = Path(out)
-    records = build_rows(out, row_seconds)
+    records = build_rows(out, seconds_per_row(out))
     table = collect(out)
     comparisons = paired_comparisons(table)
     verify = _stats(out / "data" / "verify" / "verify_stats.json")
@@ -89,7 +101,7 @@ def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[s
     md = to_markdown(records, header) + paired_markdown(comparisons) + ranks_markdown(table, comparisons)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
     rows = ", ".join(f"{k} {v} s" for k, v in row_seconds.items())
-    md += f"\nWall time: {stages}; rows: {rows}; total {timings.get('total', 0) / 60:.1f} min.\n"
+    md += f"\nWall time of this run: {stages}; rows: {rows}; total {timings.get('total', 0) / 60:.1f} min.\n"
     write_text(out / "report" / "summary.md", md)
     summary = {"rows": records, "paired": comparisons, "timings": dict(timings), "row_seconds": dict(row_seconds),
                "skipped": list(skipped), "data": {"verify": verify, "filter": filt}, "preset": str(cfg.preset)}
