@@ -287,8 +287,10 @@ def test_cpu_preset_changes_sizes_and_device_only(tmp_path):
     paper = {row: queued_commands(tmp_path, f"run_{row}.sh") for row in ("sft", "dpo", "grpo")}
     tiny = {row: queued_commands(tmp_path, f"run_{row}.sh", PRESET="cpu-tiny", SFT_BATCH_SIZE="6")
             for row in ("sft", "dpo", "grpo")}
-    for row in paper:  # same entry points, same number of commands
-        assert [c[c.index("-m") + 1] for c in paper[row]] == [c[c.index("-m") + 1] for c in tiny[row]], row
+    for row in paper:  # same entry points; the CPU presets add only the Fig. 2 token probabilities (TOKEN_PROBS=1)
+        tiny_modules = [c[c.index("-m") + 1] for c in tiny[row]]
+        assert tiny_modules[-1] == "dft_verl.analysis.token_probs", row
+        assert [c[c.index("-m") + 1] for c in paper[row]] == tiny_modules[:-1], row
     sft = tiny["sft"][0]
     assert sft[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
     assert sft[-len(cpu_overrides()):] == cpu_overrides()  # the one definition of the CPU overrides
@@ -296,7 +298,8 @@ def test_cpu_preset_changes_sizes_and_device_only(tmp_path):
     assert overrides(sft)["loss.type"] == overrides(paper["sft"][0])["loss.type"]
     dpo = tiny["dpo"][1]
     assert set(cpu_overrides()) <= set(dpo)
-    grpo, ev = tiny["grpo"]
+    grpo, ev, probs = tiny["grpo"]
+    assert flag(probs, "--device") == "cpu" and flag(probs, "--data").endswith("filter/sft.parquet")
     assert "+platform=cpu" in grpo and overrides(grpo)["data.max_response_length"] == "48"
     assert flag(ev, "--backend") == "hf" and flag(ev, "--benchmarks") == "math500"
     assert not any(a.startswith(("trainer.device", "+platform")) for c in paper.values() for a in c[0])
