@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from dft_verl.demo.summary import build_rows, row_record, seconds_per_row, to_markdown
+from dft_verl.demo.summary import build_rows, questions_for_half_width, sizing_line, row_record, seconds_per_row, to_markdown
 
 
 def _write_eval(runs, row, correct: list[list[bool]], reasons: list[list[str]]):
@@ -52,3 +52,12 @@ def test_two_benchmarks_in_one_results_file_are_refused(tmp_path):
     path.write_text(json.dumps(results))
     with pytest.raises(ValueError, match="expected one benchmark"):
         row_record("sft", results, path)
+
+
+def test_held_out_size_for_a_five_point_paired_ci():
+    """Half-width 12 points on 32 questions -> 32 * (12 / 5)^2 = 184.32 -> 185 questions; 4 points: reached."""
+    wide = {"ci_lo": -2.0, "ci_hi": 22.0, "n_questions": 32, "label_a": "DFT (offline RL)", "label_b": "RFT (offline RL)"}
+    assert questions_for_half_width(wide) == 185
+    assert "half-width 12.0 points on 32 questions; a half-width of 5 points needs about 185" in sizing_line([wide])
+    narrow = {**wide, "ci_lo": 6.0, "ci_hi": 14.0}
+    assert "a half-width of 5 points reached" in sizing_line([narrow])

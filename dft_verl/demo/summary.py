@@ -9,6 +9,7 @@ report/summary.json   the same as data, plus the stage timings and what a rerun 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -66,6 +67,25 @@ def _stats(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def questions_for_half_width(comparison: dict, target: float = 5.0) -> int:
+    """Held-out questions a paired comparison needs for a 95% CI half-width of ``target`` points: the CI narrows as
+    1/sqrt(n), so n' = ceil(n * (half-width / target)^2) (the per-question spread taken as measured)."""
+    half = (comparison["ci_hi"] - comparison["ci_lo"]) / 2
+    return max(1, math.ceil(comparison["n_questions"] * (half / target) ** 2))
+
+
+def sizing_line(comparisons: list[dict], target: float = 5.0) -> str:
+    """The headline comparison (the first one present: DFT offline vs RFT, ...) and the n_test it needs."""
+    if not comparisons:
+        return ""
+    c = comparisons[0]
+    half = (c["ci_hi"] - c["ci_lo"]) / 2
+    need = questions_for_half_width(c, target)
+    verdict = "reached" if half <= target else f"needs about {need} held-out questions (task.n_test={need})"
+    return (f"\nHeadline comparison {c['label_a']} − {c['label_b']}: 95% CI half-width {half:.1f} points on "
+            f"{c['n_questions']} questions; a half-width of {target:g} points {verdict}.\n")
+
+
 def to_markdown(records: list[dict], header: str) -> str:
     if not records:
         return header + "\n\nNo row has results yet.\n"
@@ -96,8 +116,12 @@ def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[s
                      f"(accuracy {100 * verify['acceptance_rate']:.1f}%); {filt.get('n_sft', '?')} correct ones are the "
                      f"offline-RL data (RFT, iw-SFT, DFT), {filt.get('n_dpo_pairs', '?')} correct/wrong pairs train DPO.")
     n_q = records[0]["n_questions"] if records else "?"
+    made_by = sorted({(r.get("prompt_template", "paper"), r.get("judge", "dft_verl.rewards"))
+                      for _, r in table if r is not None})
+    made_by_line = "; ".join(f"prompt template {t}, judge {j}" for t, j in made_by)
     header = (f"Table 3 rehearsed on CPU (preset {cfg.preset}): {n_q} held-out questions (the Math500 column of "
-              f"report/table3.md), each row trained from the same base model by its recipe.{data_line}")
+              f"report/table3.md), each row trained from the same base model by its recipe ({made_by_line})."
+              f"{data_line}")
     md = to_markdown(records, header) + paired_markdown(comparisons) + ranks_markdown(table, comparisons)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
     rows = ", ".join(f"{k} {v} s" for k, v in row_seconds.items())
