@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from dft_verl.prompts import build_prompt
+from dft_verl.prompts import DEFAULT_TEMPLATE, build_prompt
 from dft_verl.rewards import last_boxed
 
 BENCHMARKS: tuple[str, ...] = ("math500", "minerva_math", "olympiadbench", "aime24", "amc23")
@@ -72,9 +72,10 @@ class Question:
     question: str
     gold: str
 
-    def prompt(self) -> list[dict[str, str]]:
-        """The chat messages shown to the model (question + the paper's boxed-answer instruction)."""
-        return build_prompt(self.question)
+    def prompt(self, template: str = DEFAULT_TEMPLATE) -> list[dict[str, str]]:
+        """The chat messages shown to the model: question + boxed-answer instruction under the named
+        `dft_verl.prompts` template (paper, qwen-boxed)."""
+        return build_prompt(self.question, template)
 
 
 def _fail(where: str, row: int, field: str, problem: str) -> BenchmarkFormatError:

@@ -2,11 +2,13 @@
 
     python -m dft_verl.eval --model PATH --out runs/dft_sft/eval [--data-dir ../shared/data/eval]
         [--benchmarks math500,aime24] [--k 16] [--temperature 1.0] [--max-new-tokens 4096]
-        [--backend vllm|hf|verl] [--limit N] [--seed 0] [--max-model-len N]
+        [--backend vllm|hf|verl] [--limit N] [--seed 0] [--max-model-len N] [--prompt-template paper|qwen-boxed]
 
-Each question is shown with the model's own chat template as one user turn, the question followed by the paper's
-instruction (`dft_verl.prompts`). k responses are sampled per question (`dft_verl.generation.generate`) and judged
-by `dft_verl.rewards.verify_many`, the project's one answer checker.
+Each question is shown through the model's own chat template as the messages of the named prompt template
+(`dft_verl.prompts`): paper (default) = one user turn, the question followed by the boxed-answer instruction;
+qwen-boxed = the same user turn after the system turn "You are a helpful assistant.", the Qwen2.5-Math evaluation
+toolkit's prompt, which the paper's evaluation used. k responses are sampled per question
+(`dft_verl.generation.generate`) and judged by `dft_verl.rewards.verify_many`, the project's one answer checker.
 
 Metric, for a benchmark of n questions with c_i correct responses out of k for question i:
     p_i = c_i / k                      per-question accuracy
@@ -21,9 +23,11 @@ Outputs under --out (all written atomically):
                               ground_truth, correct, pred, reason (the verified-parquet schema)
     samples/<bench>.json      the settings and summary of that benchmark; its presence marks the benchmark done
     results.json              written once every requested benchmark is done: {"model", "k", "temperature",
-                              "max_new_tokens", "benchmarks": {name: {"n_questions", "k", "avg_at_k", "ci95",
-                              "per_question_acc"}}, "average", "average_ci95", "missing_benchmarks", ...}
-A rerun skips benchmarks already done with the same settings and refuses an --out holding other settings.
+                              "max_new_tokens", "prompt_template", "judge", "benchmarks": {name: {"n_questions",
+                              "k", "avg_at_k", "ci95", "per_question_acc"}}, "average", "average_ci95",
+                              "missing_benchmarks", ...}; judge = "dft_verl.rewards (math-verify <version>)"
+A rerun skips benchmarks already done with the same settings (the prompt template included; files written before
+it was recorded count as paper) and refuses an --out holding other settings.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import pandas as pd
 
 from dft_verl.benchmarks import BENCHMARKS, HF_SOURCES, HFSource, Question, check_names, load_benchmark
 from dft_verl.pipeline.artifacts import atomic_write
+from dft_verl.prompts import DEFAULT_TEMPLATE, TEMPLATES, check_template
 
 logger = logging.getLogger("dft_verl.eval")
 
@@ -142,8 +147,10 @@ class EvalSettings:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int = 0
     limit: int | None = None
+    prompt_template: str = DEFAULT_TEMPLATE
 
     def __post_init__(self):
+        check_template(self.prompt_template)
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.temperature < 0:
@@ -165,16 +172,32 @@ def load_done(out: str | os.PathLike, bench: str, settings: EvalSettings) -> dic
     if not meta_path.is_file() or not parquet.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("settings") != asdict(settings):
+    recorded = meta.get("settings")
+    if isinstance(recorded, dict) and "prompt_template" not in recorded:
+        recorded = {**recorded, "prompt_template": DEFAULT_TEMPLATE}  # written before templates had names
+    if recorded != asdict(settings):
         raise ValueError(
-            f"{meta_path}: {bench} was evaluated with settings {meta.get('settings')}, not {asdict(settings)}; "
+            f"{meta_path}: {bench} was evaluated with settings {recorded}, not {asdict(settings)}; "
             f"use another --out or delete {parquet} and {meta_path}"
         )
     return summarize_samples(pd.read_parquet(parquet), settings.k, where=str(parquet))
 
 
-def judge_samples(questions: list[Question], responses: list[list[str]], k: int, num_workers: int, timeout_s: float):
-    """Verified-schema DataFrame of questions x k responses, judged by dft_verl.rewards.verify_many."""
+def judge_name() -> str:
+    """The answer checker, as recorded in results.json: dft_verl.rewards and the math-verify version under it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        mv = version("math-verify")
+    except PackageNotFoundError:
+        mv = "unknown"
+    return f"dft_verl.rewards (math-verify {mv})"
+
+
+def judge_samples(questions: list[Question], responses: list[list[str]], k: int, num_workers: int, timeout_s: float,
+                  prompt_template: str = DEFAULT_TEMPLATE):
+    """Verified-schema DataFrame of questions x k responses, judged by dft_verl.rewards.verify_many (the prompt
+    column holds each question's messages under `prompt_template`)."""
     from dft_verl.rewards import verify_many
 
     if len(responses) != len(questions):
@@ -184,7 +207,8 @@ def judge_samples(questions: list[Question], responses: list[list[str]], k: int,
         if len(outs) != k:
             raise ValueError(f"{q.benchmark} question {q.index}: expected {k} responses, got {len(outs)}")
         for j, text in enumerate(outs):
-            rows.append({"index": q.index, "sample_idx": j, "data_source": q.benchmark, "prompt": q.prompt(),
+            rows.append({"index": q.index, "sample_idx": j, "data_source": q.benchmark,
+                         "prompt": q.prompt(prompt_template),
                          "response": text, "ground_truth": q.gold})
     verdicts = verify_many([r["response"] for r in rows], [r["ground_truth"] for r in rows],
                            num_workers=num_workers, timeout_s=timeout_s, progress=True, desc="judge")
@@ -217,19 +241,21 @@ def evaluate_benchmark(
     from dft_verl.generation import generate
 
     t0 = time.time()
-    logger.info("%s: sampling %d questions x %d (T=%s, max_new_tokens=%d, backend=%s)", bench, len(questions),
-                settings.k, settings.temperature, settings.max_new_tokens, backend)
-    responses = generate(settings.model, [q.prompt() for q in questions], n=settings.k,
+    logger.info("%s: sampling %d questions x %d (T=%s, max_new_tokens=%d, backend=%s, prompt %s)", bench,
+                len(questions), settings.k, settings.temperature, settings.max_new_tokens, backend,
+                settings.prompt_template)
+    responses = generate(settings.model, [q.prompt(settings.prompt_template) for q in questions], n=settings.k,
                          temperature=settings.temperature, max_new_tokens=settings.max_new_tokens,
                          seed=settings.seed, backend=backend, batch_size=batch_size, **(backend_kwargs or {}))
     t1 = time.time()
-    samples = judge_samples(questions, responses, settings.k, num_workers, timeout_s)
+    samples = judge_samples(questions, responses, settings.k, num_workers, timeout_s, settings.prompt_template)
     summary = summarize_samples(samples, settings.k, where=bench)
     parquet, meta_path = _samples_paths(Path(out), bench)
     write_parquet(parquet, samples)
     write_json(meta_path, {"benchmark": bench, "settings": asdict(settings), "backend": backend,
-                           "generate_s": round(t1 - t0, 2), "judge_s": round(time.time() - t1, 2),
-                           "avg_at_k": summary["avg_at_k"], "ci95": summary["ci95"]})
+                           "judge": judge_name(), "generate_s": round(t1 - t0, 2),
+                           "judge_s": round(time.time() - t1, 2), "avg_at_k": summary["avg_at_k"],
+                           "ci95": summary["ci95"]})
     ci = summary["ci95"]
     logger.info("%s: Average@%d = %.2f%% %s over %d questions (sample %.0f s, judge %.0f s)", bench, settings.k,
                 summary["avg_at_k"], f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "", summary["n_questions"],
@@ -242,7 +268,8 @@ def build_results(settings: EvalSettings, summaries: dict[str, dict]) -> dict:
     ordered = {b: summaries[b] for b in BENCHMARKS if b in summaries}
     results = {"model": settings.model, "k": settings.k, "temperature": settings.temperature,
                "max_new_tokens": settings.max_new_tokens, "seed": settings.seed, "limit": settings.limit,
-               "benchmarks": ordered, "average": None, "average_ci95": None,
+               "prompt_template": settings.prompt_template, "judge": judge_name(), "benchmarks": ordered,
+               "average": None, "average_ci95": None,
                "missing_benchmarks": [b for b in BENCHMARKS if b not in ordered]}
     if ordered:
         avg, ci = average_over_benchmarks([s["per_question_acc"] for s in ordered.values()])
@@ -332,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: vllm with CUDA, else hf")
     p.add_argument("--limit", type=int, default=None, help="first N questions per benchmark (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt-template", choices=list(TEMPLATES), default=DEFAULT_TEMPLATE,
+                   help="dft_verl.prompts template: paper (one user turn: question + boxed instruction; the prompt "
+                        "the rows train on by default) or qwen-boxed (the same after the system turn \"You are a "
+                        "helpful assistant.\", the Qwen2.5-Math evaluation toolkit's prompt)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward for the hf backend")
     p.add_argument("--dtype", default=None, help="model dtype (hf: float32 default; vllm: auto default)")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + response)")
@@ -346,7 +377,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = EvalSettings(model=args.model, k=args.k, temperature=args.temperature,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed, limit=args.limit)
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, limit=args.limit,
+                            prompt_template=args.prompt_template)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     backend = args.backend or _default_backend()
     allowed = {"hf": ("dtype",), "vllm": ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"),

@@ -13,7 +13,7 @@ A recipe command is parsed the way its launcher would run it (``ray job submit .
   the critic dataclass, the advantage estimator, policy loss and rollout names against verl's
   registries, and the custom reward function loaded through verl's own loader;
   SFT/DPO trainers: the optimiser/engine/checkpoint dataclasses and the ``loss:`` (dft_sft) or ``dpo:``
-  (dpo) block; the pipeline: every mandatory value of the stages it will run.
+  (dpo) block; the pipeline: every mandatory value of the stages it will run, and prepare's prompt template.
   Model weights and data files are not opened (a dry run must work on a laptop without them).
 - any other ``python -m`` module (eval, report, reference log-probs): the module must exist; when it has a
   ``build_parser()`` returning an ``argparse.ArgumentParser`` the arguments are parsed with it.
@@ -294,7 +294,15 @@ def check_pipeline_config(module: str, cfg) -> list[str]:
     missing = [k for k in OmegaConf.missing_keys(cfg) if "." not in k or k.split(".", 1)[0] in stages]
     if missing:
         raise RecipeCheckError(f"missing required value(s) {sorted(missing)} (set them as key=value)")
-    return [f"stages={stages}"]
+    notes = [f"stages={stages}"]
+    if "prepare" in stages:
+        from dft_verl.prompts import check_template
+
+        try:
+            notes.append(f"prompt_template={check_template(cfg.prepare.prompt_template)}")
+        except ValueError as e:
+            raise RecipeCheckError(f"prepare.prompt_template: {e}") from None
+    return notes
 
 
 def check_hydra_launch(launch: Launch) -> list[str]:

@@ -171,6 +171,18 @@ def _settings_note(table: list[tuple[Row, dict | None]]) -> str:
     if not seen:
         return "No results found."
     note = "; ".join(f"Average@{k}, temperature {t}, max {m} new tokens" for k, t, m in seen)
+    # Prompt template and judge of each row; results files written before eval recorded them: paper, not recorded
+    for what, key, missing, flag in (("prompt template", "prompt_template", "paper",
+                                      "PROMPT TEMPLATES DIFFER, rows not comparable"),
+                                     ("judge", "judge", "not recorded", "JUDGES DIFFER")):
+        rows_by_value: dict[str, list[str]] = {}
+        for row, r in table:
+            if r is not None:
+                rows_by_value.setdefault(r.get(key) or missing, []).append(row.key)
+        if len(rows_by_value) == 1:
+            note += f"; {what} {next(iter(rows_by_value))}"
+        else:
+            note += f"; {flag}: " + "; ".join(f"{v} ({', '.join(keys)})" for v, keys in sorted(rows_by_value.items()))
     limited = sorted({f"{row.key} (first {r['limit']})" for row, r in table if r is not None and r.get("limit")})
     if limited:
         note += "; SMOKE RUN, questions limited per benchmark: " + ", ".join(limited)

@@ -7,8 +7,11 @@ the saved responses with that string rule, not with dft_verl.rewards, and must r
 (Gold 7 is written "7", or "007" as AIME prints answers; "9" can never be produced.)
 """
 
+import dataclasses
 import json
 import math
+import shutil
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -209,3 +212,56 @@ def test_interrupted_run_resumes_without_resampling(run, tmp_path, monkeypatch):
     assert results["benchmarks"]["math500"]["per_question_acc"] == [0.25, 0.25, 0.0]
     assert results["benchmarks"]["amc23"]["per_question_acc"] == [0.25, 0.0]
     assert json.loads((tmp_path / "results.json").read_text())["average"] == pytest.approx((100 / 6 + 12.5) / 2)
+
+
+# ------------------------------------------------------------------ prompt template and judge
+
+
+JUDGE = f"dft_verl.rewards (math-verify {version('math-verify')})"
+
+
+def test_results_record_prompt_template_and_judge(run, tmp_path, capsys):
+    saved = json.loads((run["root"] / "out" / "results.json").read_text())
+    assert (saved["prompt_template"], saved["judge"]) == ("paper", JUDGE)
+    args = ["--model", run["model"], "--data-dir", str(run["data"]), "--benchmarks", "aime24", "--k", "2",
+            "--max-new-tokens", "4", "--backend", "hf", "--num-workers", "1"]
+    out = tmp_path / "qwen-boxed"
+    results = ev.main(args + ["--out", str(out), "--prompt-template", "qwen-boxed"])
+    assert (results["prompt_template"], results["judge"]) == ("qwen-boxed", JUDGE)
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    samples = pd.read_parquet(out / "samples" / "aime24.parquet")
+    assert len(samples) == 2
+    assert all([dict(m) for m in p] == [{"role": "system", "content": "You are a helpful assistant."},
+                                        {"role": "user", "content": "is it x\n" + INSTRUCTION}]
+               for p in samples["prompt"])
+    meta = json.loads((out / "samples" / "aime24.json").read_text())
+    assert (meta["settings"]["prompt_template"], meta["judge"]) == ("qwen-boxed", JUDGE)
+    with pytest.raises(ValueError, match="aime24 was evaluated with settings"):  # one folder, one template
+        ev.main(args + ["--out", str(out), "--prompt-template", "paper"])
+    with pytest.raises(SystemExit):
+        ev.main(args + ["--out", str(out), "--prompt-template", "qwen_boxed"])
+    err = capsys.readouterr().err
+    assert "--prompt-template: invalid choice: 'qwen_boxed'" in err and "qwen-boxed" in err
+    with pytest.raises(ValueError, match="unknown prompt template 'qwen_boxed'; valid: paper, qwen-boxed"):
+        ev.EvalSettings(model="m", prompt_template="qwen_boxed")
+
+
+def test_samples_from_before_templates_count_as_paper(run, tmp_path, monkeypatch):
+    import dft_verl.generation as generation
+
+    out = tmp_path / "out"
+    shutil.copytree(run["root"] / "out", out)
+    for meta_path in (out / "samples").glob("*.json"):
+        meta = json.loads(meta_path.read_text())
+        del meta["settings"]["prompt_template"]
+        meta_path.write_text(json.dumps(meta))
+
+    def no_generation(*a, **kw):
+        raise AssertionError("a finished benchmark was sampled again")
+
+    monkeypatch.setattr(generation, "generate", no_generation)
+    again = ev.evaluate(run["settings"], out, benchmarks=["math500", "amc23"], data_dir=run["data"], backend="hf")
+    assert {b: again["benchmarks"][b] for b in ("math500", "amc23")} == run["results"]["benchmarks"]
+    boxed = dataclasses.replace(run["settings"], prompt_template="qwen-boxed")
+    with pytest.raises(ValueError, match="was evaluated with settings"):
+        ev.evaluate(boxed, out, benchmarks=["math500"], data_dir=run["data"], backend="hf")

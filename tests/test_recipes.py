@@ -27,7 +27,7 @@ SFT_FAMILY = {  # row -> (loss.type, training data under DATA_DIR)
 # Every variable common.sh or a recipe reads from the caller's environment.
 RECIPE_ENV = re.compile(r"^(PRESET|MODEL_PATH|MODEL_BUILD|SAVE_FREQ|VERIFY_\w+|DATA_DIR|RUNS_DIR|CKPT_DIR|NNODES|N_GPUS_PER_NODE|NODE_RANK|MASTER_\w+|"
                         r"RAY_ADDRESS|PYTHON|DRY_RUN|RECIPE_CHECK_QUEUE|SFT_\w+|RL_\w+|DPO_\w+|GRPO_\w+|PPO_\w+|"
-                        r"IW_SFT_\w+|EVAL_\w+|DATA_\w+|SAMPLE_\w+|ROWS)$")
+                        r"IW_SFT_\w+|EVAL_\w+|DATA_\w+|SAMPLE_\w+|ROWS|PROMPT_TEMPLATE)$")
 
 
 def table3_rows() -> list[str]:
@@ -203,7 +203,8 @@ def test_user_overrides_come_last(tmp_path):
 def test_base_row_only_evaluates_the_base_model(tmp_path):
     (ev,) = queued_commands(tmp_path, "run_base.sh", MODEL_PATH="Qwen/Qwen2.5-Math-1.5B", EVAL_ARGS="--k 4 --limit 2")
     assert ev == [sys.executable, "-m", "dft_verl.eval", "--model", "Qwen/Qwen2.5-Math-1.5B",
-                  "--out", str(tmp_path / "runs" / "base" / "eval"), "--k", "4", "--limit", "2"]
+                  "--out", str(tmp_path / "runs" / "base" / "eval"), "--prompt-template", "paper", "--k", "4",
+                  "--limit", "2"]
 
 
 def test_finished_work_is_skipped(tmp_path):

@@ -175,3 +175,18 @@ def test_ranks_ties_and_the_lead_claim(tmp_path):
     assert "| DFT (offline RL) | 50.00 | 1 | 35.43 | 1 |" in md and "| RFT (offline RL) | 50.00 | 1 | 23.97 | 2 |" in md
     # paper ranks dft_offline 1, rft 2, base 3; ours 1, 1, 3 -> two agree
     assert "same rank as the paper: 2 of 3 rows" in md
+
+
+def test_settings_note_names_template_and_judge_and_flags_a_mix(tmp_path):
+    root = tmp_path / "runs"
+    judge = "dft_verl.rewards (math-verify 0.9.0)"
+    for row in ("base", "sft"):
+        write(root / row / "eval" / "results.json",
+              {**results_json(BASE_PQ), "prompt_template": "qwen-boxed", "judge": judge})
+    md = report.to_markdown(report.collect(root))
+    assert "max 64 new tokens; prompt template qwen-boxed; judge dft_verl.rewards (math-verify 0.9.0);" in md
+    # a results file from before eval recorded them: paper, judge not recorded
+    write(root / "dft_sft" / "eval" / "results.json", results_json(BASE_PQ))
+    md = report.to_markdown(report.collect(root))
+    assert "PROMPT TEMPLATES DIFFER, rows not comparable: paper (dft_sft); qwen-boxed (base, sft)" in md
+    assert "JUDGES DIFFER: dft_verl.rewards (math-verify 0.9.0) (base, sft); not recorded (dft_sft)" in md

@@ -10,9 +10,13 @@ seed and source therefore give the same rows, and every kept row is valid.
 Outputs in ``prepare.output_dir``:
     rl.parquet           data_source, prompt, ability, reward_model{style, ground_truth},
                          extra_info{split, index, question, source_index}
-    sft.parquet          messages [user prompt, assistant solution], data_source, extra_info (rows that have
+    sft.parquet          messages [prompt turns, assistant solution], data_source, extra_info (rows that have
                          a worked solution; GSM8K's "#### x" line becomes "The final answer is $\\boxed{x}$.")
-    prepare_stats.json   rows examined / kept, rejections by reason with the first examples
+    prepare_stats.json   rows examined / kept, rejections by reason with the first examples, prompt_template
+
+Prompts: ``prepare.prompt_template`` names the template of dft_verl.prompts (paper: one user turn; qwen-boxed:
+a "You are a helpful assistant." system turn before it). Every later stage and trainer copies these messages, so
+it decides the prompts of sampling, RFT/DPO data and PPO/GRPO as well.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from dft_verl.pipeline import artifacts
-from dft_verl.prompts import build_prompt
+from dft_verl.prompts import DEFAULT_TEMPLATE, build_prompt, check_template
 from dft_verl.rewards import MAX_ANSWER_CHARS, normalize_gold
 
 logger = logging.getLogger(__name__)
@@ -145,6 +149,7 @@ def prepare_rows(source: Source, cfg, seed: int) -> tuple[pd.DataFrame, pd.DataF
     if a_key is None and s_key is None:
         raise ValueError(f"{source.name}: no answer or solution column; columns: {cols}")
     data_source = cfg.data_source or derive_data_source(source.name)
+    template = check_template(cfg.prompt_template)
     order = np.random.default_rng(seed).permutation(len(source))
     limit = len(source) if cfg.max_rows is None else int(cfg.max_rows)
     kept, reasons, examples = [], Counter(), []
@@ -179,7 +184,7 @@ def prepare_rows(source: Source, cfg, seed: int) -> tuple[pd.DataFrame, pd.DataF
     kept.sort()
     rl, sft = [], []
     for idx, (src_i, question, gold, solution) in enumerate(kept):
-        prompt = build_prompt(question)
+        prompt = build_prompt(question, template)
         extra = {"split": cfg.split_name, "index": idx, "question": question, "source_index": src_i}
         rl.append({"data_source": data_source, "prompt": prompt, "ability": "math",
                    "reward_model": {"style": "rule", "ground_truth": gold}, "extra_info": extra})
@@ -189,7 +194,8 @@ def prepare_rows(source: Source, cfg, seed: int) -> tuple[pd.DataFrame, pd.DataF
                         "data_source": data_source, "extra_info": extra})
     stats = {"source": source.name, "data_source": data_source, "n_source_rows": len(source),
              "n_examined": examined, "n_kept": len(rl), "n_sft": len(sft), "rejected": dict(reasons),
-             "rejected_examples": examples, "keys": {"question": q_key, "answer": a_key, "solution": s_key}}
+             "rejected_examples": examples, "keys": {"question": q_key, "answer": a_key, "solution": s_key},
+             "prompt_template": template}
     return pd.DataFrame(rl), pd.DataFrame(sft), stats
 
 
@@ -198,8 +204,12 @@ def run(cfg) -> dict:
     artifacts.require(cfg, "out_dir", "prepare.source")
     pc = cfg.prepare
     out = Path(pc.output_dir)
+    check_template(pc.prompt_template)  # before a hub dataset is loaded
     source = Source(pc.source, pc.split, pc.hf_config)
     semantic = {k: v for k, v in artifacts.to_plain(pc).items() if k != "output_dir"}
+    if semantic.get("prompt_template") == DEFAULT_TEMPLATE:
+        # the default is left out of the fingerprint: folders prepared before the setting existed stay valid
+        del semantic["prompt_template"]
     fp = artifacts.fingerprint({**semantic, "seed": int(cfg.seed), "input": source.digest})
     state = artifacts.StageState("prepare", out, fp, overwrite=bool(cfg.overwrite))
     if state.done():

@@ -97,6 +97,11 @@ EVAL_DATA_DIR=${EVAL_DATA_DIR:-}
 EVAL_BACKEND=${EVAL_BACKEND:-}
 EVAL_ARGS=${EVAL_ARGS:-}
 EVAL_EVERY_CHECKPOINT=${EVAL_EVERY_CHECKPOINT:-0}
+# Prompt template (dft_verl/prompts.py) of the data step (prepare.prompt_template: every row trains on its prompts)
+# and of evaluation (--prompt-template): paper (one user turn, question + boxed instruction) or qwen-boxed (the
+# same after the system turn "You are a helpful assistant."). The paper trains with one user turn (its verl SFT
+# script) and evaluates with the Qwen2.5-Math toolkit's qwen-boxed; here one setting sets both.
+PROMPT_TEMPLATE=${PROMPT_TEMPLATE:-paper}
 # 0: train only (no evaluation, no token probabilities); rerun with EVAL=1 to evaluate what was trained
 EVAL=${EVAL:-1}
 # 1: also each row's final model's probability of every target token of the offline-RL SFT data, the paper's
@@ -371,7 +376,7 @@ evaluate() {
         echo "[$row] $out/results.json exists; skipping evaluation"
         return
     fi
-    local eval_args=(--model "$model" --out "$out")
+    local eval_args=(--model "$model" --out "$out" --prompt-template "$PROMPT_TEMPLATE")
     if [[ -n "$eval_data_dir" ]]; then eval_args+=(--data-dir "$eval_data_dir"); fi
     if [[ -n "$EVAL_BACKEND" ]]; then
         eval_args+=(--backend "$EVAL_BACKEND")

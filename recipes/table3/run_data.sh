@@ -91,6 +91,7 @@ run_logged "$runs_dir/$row/pipeline.log" "${cpu_python[@]}" -m dft_verl.pipeline
     "out_dir=$data_dir" \
     "prepare.source=$source" \
     "prepare.max_rows=$DATA_MAX_ROWS" \
+    "prepare.prompt_template=$PROMPT_TEMPLATE" \
     "sample.model_path=$model_path" \
     "sample.backend=$SAMPLE_BACKEND" \
     "sample.n=$SAMPLE_N" \

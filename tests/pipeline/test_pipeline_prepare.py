@@ -98,6 +98,44 @@ def test_rerun_skips_and_changed_config_is_refused(tmp_path):
     assert len(pd.read_parquet(rl)) == 2
 
 
+def test_qwen_boxed_template_puts_a_system_turn_in_rl_and_sft_data(tmp_path):
+    src = write_jsonl(tmp_path / "g.jsonl", GSM8K_ROWS)
+    stats = prepare.run(_cfg(tmp_path, src, "prepare.prompt_template=qwen-boxed"))
+    assert stats["prompt_template"] == "qwen-boxed"
+    rl = pd.read_parquet(tmp_path / "run/prepare/rl.parquet")
+    sft = pd.read_parquet(tmp_path / "run/prepare/sft.parquet")
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    user = {"role": "user", "content": "What is 2 + 2 ?\n" + INSTRUCTION}
+    assert [dict(m) for m in rl.iloc[0]["prompt"]] == [system, user]
+    assert [dict(m) for m in sft.iloc[0]["messages"]] == [
+        system, user, {"role": "assistant", "content": "2 + 2 = 4\nThe final answer is $\\boxed{4}$."}]
+    assert all(len(p) == 2 and p[0]["role"] == "system" for p in rl["prompt"])
+    assert rl.iloc[0]["extra_info"]["question"] == "What is 2 + 2 ?"
+    # the later stages copy these messages: sample's question loader hands them to the model as they are
+    from dft_verl.pipeline.sample import load_questions
+
+    assert load_questions(tmp_path / "run/prepare/rl.parquet")["prompt"].iloc[0][0] == system
+
+
+def test_template_is_part_of_the_fingerprint(tmp_path):
+    src = write_jsonl(tmp_path / "g.jsonl", GSM8K_ROWS)
+    assert prepare.run(_cfg(tmp_path, src))["prompt_template"] == "paper"
+    with pytest.raises(RuntimeError, match="different config"):
+        prepare.run(_cfg(tmp_path, src, "prepare.prompt_template=qwen-boxed"))
+    prepare.run(_cfg(tmp_path, src, "prepare.prompt_template=qwen-boxed", "overwrite=true"))
+    rl = pd.read_parquet(tmp_path / "run/prepare/rl.parquet")
+    assert rl.iloc[0]["prompt"][0]["role"] == "system"
+    with pytest.raises(RuntimeError, match="different config"):
+        prepare.run(_cfg(tmp_path, src))
+
+
+def test_unknown_template_is_refused(tmp_path):
+    src = write_jsonl(tmp_path / "g.jsonl", GSM8K_ROWS)
+    with pytest.raises(ValueError, match=r"unknown prompt template 'boxed'; valid: paper, qwen-boxed"):
+        prepare.run(_cfg(tmp_path, src, "prepare.prompt_template=boxed"))
+    assert not (tmp_path / "run/prepare/rl.parquet").exists()
+
+
 def test_bad_inputs_name_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "a", "answer": "#### 1"}\n{not json\n')
