@@ -1,6 +1,6 @@
 """The ``dft-verl`` command.
 
-    dft-verl demo [--fast] [--rows base,sft,...] [--out DIR] [--config FILE] [--model DIR] [--train-file F]
+    dft-verl demo [--fast] [--rows base,sft,...] [--seeds N] [--out DIR] [--config FILE] [--model DIR] [--train-file F]
                   [--test-file F] [--overwrite] [key=value ...]
     dft-verl smollm2 [--cache-dir DIR]       # convert the packaged SmolLM2-135M-Instruct GGUF once, print its folder
     dft-verl cpu-overrides [--dtype float32] # the SFT-family trainers' CPU overrides, one per line
@@ -25,6 +25,8 @@ def _demo_parser(sub) -> None:
                        description="Rehearse the Table-3 comparison on CPU through recipes/table3 (cpu-small preset); "
                                    "a second run reuses finished steps.")
     p.add_argument("--fast", action="store_true", help="smaller sizes (demo_fast.yaml) for a first look")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="train every row this many times with different seeds and report the spread (default 1)")
     p.add_argument("--rows", default=None,
                    help="comma-separated subset of the Table-3 rows (default: all ten, demo.yaml `rows`)")
     p.add_argument("--out", default=None, help="output folder (default: runs/demo, or runs/demo_fast with --fast)")
@@ -60,6 +62,8 @@ def run_demo(args) -> dict:
         overrides.append("overwrite=true")
     if args.rows:
         overrides.append(f"rows=[{args.rows}]")
+    if args.seeds is not None:
+        overrides.append(f"seeds={args.seeds}")
     cfg = load_config(fast=args.fast, config_file=args.config, overrides=overrides)
 
     out = Path(cfg.out).expanduser().resolve()

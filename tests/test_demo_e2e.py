@@ -132,7 +132,8 @@ def test_paired_statistics_match_the_results_files(demo_run):
         assert rec["n_questions"] == N_TEST
         assert (rec["verdict"] == "not distinguishable") == (rec["ci_lo"] <= 0 <= rec["ci_hi"])
     assert len(summary["paired"]) == len(paired)
-    assert "Ranks beside the paper's" in (out / "report" / "summary.md").read_text()
+    md = (out / "report" / "summary.md").read_text()
+    assert "Ranks beside the paper's" in md and "Headline comparison DFT (offline RL) − RFT (offline RL)" in md
 
 
 def test_rerun_resumes_and_a_deleted_row_is_redone_alone(demo_run):
@@ -151,6 +152,26 @@ def test_rerun_resumes_and_a_deleted_row_is_redone_alone(demo_run):
     third = run_cli(out, model)
     assert (out / "dft_sft" / "eval" / "results.json").is_file()
     assert "row dft_sft" not in third["skipped"] and "row sft" in third["skipped"]
+
+
+def test_more_seeds_retrain_the_rows_and_give_their_spread(demo_run):
+    """seeds=2: the chosen rows again with SEED=1 into seeds/1/ from the same data; the summary's spread holds the
+    two runs' scores, read back here from both results files."""
+    out, model, _ = demo_run
+    summary = run_cli(out, model, "seeds=2", "rows=[sft,dft_sft]")
+    for row in ("sft", "dft_sft"):
+        assert "trainer.seed=1" in (out / "seeds" / "1" / row / "train.log").read_text()
+        assert "trainer.seed=0" in (out / row / "train.log").read_text()
+    assert not (out / "seeds" / "1" / "data").exists() and not (out / "seeds" / "1" / "base").exists()
+    spread = {r["name"]: r for r in summary["seed_spread"]["rows"]}
+    assert set(spread) == {"SFT (SFT data)", "DFT (SFT data)"}
+    for row, name in (("sft", "SFT (SFT data)"), ("dft_sft", "DFT (SFT data)")):
+        scores = [100 * np.mean(json.loads((d / row / "eval" / "results.json").read_text())
+                                ["benchmarks"]["math500"]["per_question_acc"]) for d in (out, out / "seeds" / "1")]
+        assert spread[name]["values"] == pytest.approx(scores)
+    (pair,) = summary["seed_spread"]["paired"]
+    assert pair["name"] == "DFT (SFT data) − SFT (SFT data)" and pair["n"] == 2
+    assert "Spread across training seeds" in (out / "report" / "summary.md").read_text()
 
 
 def test_a_different_config_in_the_same_folder_is_refused(demo_run):

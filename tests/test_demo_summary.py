@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from dft_verl.demo.summary import build_rows, questions_for_half_width, sizing_line, row_record, seconds_per_row, to_markdown
+from dft_verl.demo.summary import (build_rows, questions_for_half_width, row_record, seconds_per_row, seed_spread,
+                                   sizing_line, spread_markdown, to_markdown)
 
 
 def _write_eval(runs, row, correct: list[list[bool]], reasons: list[list[str]]):
@@ -61,3 +62,30 @@ def test_held_out_size_for_a_five_point_paired_ci():
     assert "half-width 12.0 points on 32 questions; a half-width of 5 points needs about 185" in sizing_line([wide])
     narrow = {**wide, "ci_lo": 6.0, "ci_hi": 14.0}
     assert "a half-width of 5 points reached" in sizing_line([narrow])
+
+
+def test_seed_spread_by_hand(tmp_path):
+    """Math500 scores per seed dir: dft_offline 100 / 50 / 0, rft 50 / 0 / —, base 37.5 / — / — (one seed: no
+    spread). dft_offline: mean 50, sd sqrt((50² + 0 + 50²) / 2) = 50; rft: mean 25, sd sqrt(2 · 25²) = 35.36;
+    DFT − RFT on the two seeds both have: 50, 50 -> mean 50, sd 0."""
+    dirs = [tmp_path / str(s) for s in range(3)]
+    ok, wrong = ["ok", "ok"], ["wrong", "wrong"]
+    _write_eval(dirs[0], "base", [[True, False], [False, False], [False, False], [True, True]], [ok] * 4)
+    _write_eval(dirs[0], "dft_offline", [[True, True], [True, True]], [ok, ok])
+    _write_eval(dirs[0], "rft", [[True, True], [False, False]], [ok, wrong])
+    _write_eval(dirs[1], "dft_offline", [[True, True], [False, False]], [ok, wrong])
+    _write_eval(dirs[1], "rft", [[False, False], [False, False]], [wrong, wrong])
+    _write_eval(dirs[2], "dft_offline", [[False, False], [False, False]], [wrong, wrong])
+    rows, pairs = seed_spread(dirs)
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {"DFT (offline RL)", "RFT (offline RL)"}
+    dft, rft = by_name["DFT (offline RL)"], by_name["RFT (offline RL)"]
+    assert dft["values"] == pytest.approx([100, 50, 0]) and dft["mean"] == pytest.approx(50)
+    assert dft["sd"] == pytest.approx(50) and (dft["min"], dft["max"]) == (0, 100)
+    assert rft["n"] == 2 and rft["mean"] == pytest.approx(25) and rft["sd"] == pytest.approx(35.3553, abs=1e-4)
+    (pair,) = pairs
+    assert pair["name"] == "DFT (offline RL) − RFT (offline RL)"
+    assert pair["values"] == pytest.approx([50, 50]) and pair["sd"] == pytest.approx(0)
+    md = spread_markdown(rows, pairs)
+    assert "| DFT (offline RL) | 3 | 50.00 | 50.00 | 0.00 | 100.00 |" in md
+    assert "| DFT (offline RL) − RFT (offline RL) | 2 | +50.00 | 0.00 | +50.00 | +50.00 |" in md

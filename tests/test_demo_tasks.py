@@ -119,6 +119,10 @@ def test_config_layers_and_rejects_unknown_keys(tmp_path):
         load_config(overrides=["recipe_env.sample_n=3"])
     with pytest.raises(ValueError, match="set by the demo itself"):
         load_config(overrides=["recipe_env.MODEL_PATH=/m"])
+    with pytest.raises(ValueError, match="set by the demo itself"):
+        load_config(overrides=["recipe_env.SEED=3"])
+    with pytest.raises(ValueError, match="at least 1"):
+        load_config(overrides=["seeds=0"])
 
 
 def test_every_demo_row_and_preset_is_a_recipe():

@@ -10,6 +10,7 @@ Stages, in order (each resumes: a second run skips what is finished):
     rows     PRESET=<preset> bash recipes/table3/run_all.sh data <rows> with MODEL_PATH = the base model
              and DATA_SOURCE = task/train.jsonl: the offline pipeline, every row trained by its real   -> data/,
              trainer on the CPU platform, evaluated on bench/, token probabilities, the report         <row>/, report/
+             (seeds > 1: the trained rows again with SEED=1.. on the same data)                          -> seeds/<s>/
     summary  report/summary.{md,json}: dft_verl.report's table, paired comparisons and ranks, plus
              wall time per stage and row and the data statistics
 
@@ -43,7 +44,7 @@ ALL_ROWS = ("base", "sft", "iw_sft_sft", "dft_sft", "dpo", "rft", "ppo", "grpo",
 PRESETS = ("cpu-small", "cpu-tiny")
 # Recipe variables the demo sets itself (the folders, the model and the task it made)
 OWN_VARIABLES = ("PRESET", "RUNS_DIR", "DATA_DIR", "CKPT_DIR", "MODEL_PATH", "DATA_SOURCE", "DATA_GENERATE_TRAIN",
-                 "EVAL_DATA_DIR")
+                 "EVAL_DATA_DIR", "SEED")
 _START = re.compile(r"^==== \[run_all\] (\S+) start$")
 _MARKER = re.compile(r"^==== \[run_all\] (\S+) done in (\d+) s$")
 
@@ -79,6 +80,8 @@ def load_config(fast: bool = False, config_file: str | None = None, overrides: l
     unknown = [r for r in rows if r not in ALL_ROWS]
     if unknown or not rows:
         raise ValueError(f"rows={rows}: unknown {unknown}; valid rows: {', '.join(ALL_ROWS)}")
+    if int(cfg.seeds) < 1:
+        raise ValueError(f"seeds={cfg.seeds}: at least 1 (the main run)")
     for key in cfg.recipe_env:
         if not re.fullmatch(r"[A-Z][A-Z0-9_]*", str(key)):
             raise ValueError(f"recipe_env.{key}: recipe variables are upper-case names (recipes/table3/common.sh)")
@@ -226,10 +229,12 @@ class Demo:
         env.update({k: str(v) for k, v in own.items()})
         return env
 
-    def run_recipe(self, script: str, args: list[str], env: dict[str, str], desc: str) -> dict[str, int]:
+    def run_recipe(self, script: str, args: list[str], env: dict[str, str], desc: str,
+                   tag: str = "") -> dict[str, int]:
         """``bash recipes/table3/<script> args`` with its output appended to recipes.log; the lines naming a row's
         progress (start, logs, skips, wall time, failures) echoed to the demo log. Returns {row: seconds} from
-        run_all's "done in" lines; raises naming the failing log."""
+        run_all's "done in" lines (a row that ran nothing is recorded as reused, ``tag`` appended); raises naming
+        the failing log."""
         log_path = self.out / "recipes.log"
         cmd = ["bash", str(self.recipes / script), *args]
         logger.info("%s: %s (full output: %s)", desc, " ".join(cmd), log_path)
@@ -254,7 +259,7 @@ class Demo:
                 if m:
                     seconds[m.group(1)] = int(m.group(2))
                     if not ran and m.group(1) == row:
-                        self.skipped.append(f"row {row}")
+                        self.skipped.append(f"row {row}{tag}")
                 if text.startswith(("====", "log: ", "FAILED", "row '")) or "skipping" in text:
                     logger.info("  %s", text)
             rc = proc.wait()
@@ -292,7 +297,7 @@ class Demo:
     # ------------------------------------------------------------------ rows
 
     def _clear_recipe_outputs(self) -> None:
-        for name in ("warmup", "data", "checkpoints", "report", *ALL_ROWS):
+        for name in ("warmup", "data", "checkpoints", "report", "seeds", *ALL_ROWS):
             shutil.rmtree(self.out / name, ignore_errors=True)
         for name in ("timings.tsv", "report.log"):
             (self.out / name).unlink(missing_ok=True)
@@ -308,14 +313,28 @@ class Demo:
             write_json({"fingerprint": fp}, marker)
 
     def rows(self, task_files: dict[str, Path]) -> dict[str, int]:
-        """``run_all.sh data <rows>`` at the preset's sizes from the base model; returns {row: seconds}."""
+        """``run_all.sh data <rows>`` at the preset's sizes from the base model (SEED=0), then the trained rows again
+        with SEED=1..seeds-1 into seeds/<s>/; returns {row: seconds} of the main run."""
         env = self.recipe_env(RUNS_DIR=self.out, DATA_DIR=self.out / "data", CKPT_DIR=self.out / "checkpoints",
                               MODEL_PATH=self.base_model, DATA_SOURCE=task_files["train"], DATA_GENERATE_TRAIN=0,
-                              EVAL_DATA_DIR=self.out / "bench")
+                              EVAL_DATA_DIR=self.out / "bench", SEED=0)
         rows = list(self.cfg.rows)
         seconds = self.run_recipe("run_all.sh", ["data", *rows], env, f"Table 3 ({len(rows)} rows)")
         self.row_seconds.update(seconds)
+        trained = [r for r in rows if r != "base"]
+        for seed in range(1, int(self.cfg.seeds)):
+            if not trained:
+                break
+            folder = self.seed_dir(seed)
+            env = {**env, "RUNS_DIR": str(folder), "CKPT_DIR": str(folder / "checkpoints"), "SEED": str(seed),
+                   "TOKEN_PROBS": "0"}
+            extra = self.run_recipe("run_all.sh", trained, env, f"seed {seed} ({len(trained)} rows)", f" (seed {seed})")
+            self.row_seconds.update({f"{row} (seed {seed})": t for row, t in extra.items()})
         return seconds
+
+    def seed_dir(self, seed: int) -> Path:
+        """RUNS_DIR of the rows trained with SEED=seed (0: the main run, ``out`` itself)."""
+        return self.out if seed == 0 else self.out / "seeds" / str(seed)
 
     # ------------------------------------------------------------------ all
 
@@ -332,7 +351,9 @@ class Demo:
         self._stage("warmup", lambda: self.warmup(task_files))
         self._stage("rows", lambda: self.rows(task_files))
         self.timings["total"] = round(time.perf_counter() - t0, 1)
-        summary = demo_summary.write_summary(self.out, self.cfg, self.timings, self.row_seconds, self.skipped)
+        seed_dirs = [self.seed_dir(s) for s in range(int(self.cfg.seeds))]
+        summary = demo_summary.write_summary(self.out, self.cfg, self.timings, self.row_seconds, self.skipped,
+                                             seed_dirs)
         return summary
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from dft_verl.eval import mean_ci95
-from dft_verl.report import ROWS, collect, paired_comparisons, paired_markdown, ranks_markdown, row_label, write_text
+from dft_verl.report import (COMPARISONS, ROWS, collect, headline_scores, paired_comparisons, paired_markdown,
+                             ranks_markdown, row_label, write_text)
 
 NO_ANSWER = ("no_answer", "empty_response")
 
@@ -86,6 +87,45 @@ def sizing_line(comparisons: list[dict], target: float = 5.0) -> str:
             f"{c['n_questions']} questions; a half-width of {target:g} points {verdict}.\n")
 
 
+def seed_spread(seed_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
+    """Across the runs of the rows with different training seeds (one RUNS_DIR each): per row, and per paired
+    comparison A − B, the scores of every seed with results and their mean, sample sd (ddof=1), min and max, in
+    points. Only rows / comparisons with results from at least two seeds."""
+    scores: dict[str, dict[int, float]] = {}
+    for seed, folder in enumerate(seed_dirs):
+        if Path(folder).is_dir():
+            for key, value in headline_scores(collect(folder))[1].items():
+                scores.setdefault(key, {})[seed] = value
+
+    def stats(name: str, values: list[float]) -> dict:
+        n = len(values)
+        mean = sum(values) / n
+        sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+        return {"name": name, "values": values, "n": n, "mean": mean, "sd": sd, "min": min(values),
+                "max": max(values)}
+
+    labels = {row.key: row_label(row) for row in ROWS}
+    rows = [stats(labels[k], [v[s] for s in sorted(v)]) for k, v in scores.items() if len(v) >= 2]
+    pairs = []
+    for a, b in COMPARISONS:
+        common = sorted(set(scores.get(a, {})) & set(scores.get(b, {})))
+        if len(common) >= 2:
+            pairs.append(stats(f"{labels[a]} − {labels[b]}", [scores[a][s] - scores[b][s] for s in common]))
+    return rows, pairs
+
+
+def spread_markdown(rows: list[dict], pairs: list[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["", "Spread across training seeds (same data, base model and evaluation; points):", "",
+             "| row / comparison | seeds | mean | sd | min | max |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows + pairs:
+        lines.append(f"| {r['name']} | {r['n']} | {r['mean']:+.2f} | {r['sd']:.2f} | {r['min']:+.2f} | {r['max']:+.2f} |"
+                     if r in pairs else
+                     f"| {r['name']} | {r['n']} | {r['mean']:.2f} | {r['sd']:.2f} | {r['min']:.2f} | {r['max']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(records: list[dict], header: str) -> str:
     if not records:
         return header + "\n\nNo row has results yet.\n"
@@ -102,8 +142,10 @@ def to_markdown(records: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[str, int], skipped: list[str]) -> dict:
-    """Write report/summary.md and summary.json under ``out``; print the markdown; return the summary dict."""
+def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[str, int], skipped: list[str],
+                  seed_dirs: list[Path] = ()) -> dict:
+    """Write report/summary.md and summary.json under ``out`` (``seed_dirs``: the RUNS_DIR of each training seed,
+    for the spread); print the markdown; return the summary dict."""
     out = Path(out)
     records = build_rows(out, seconds_per_row(out))
     table = collect(out)
@@ -122,12 +164,14 @@ def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[s
     header = (f"Table 3 rehearsed on CPU (preset {cfg.preset}): {n_q} held-out questions (the Math500 column of "
               f"report/table3.md), each row trained from the same base model by its recipe ({made_by_line})."
               f"{data_line}")
-    md = to_markdown(records, header) + paired_markdown(comparisons) + ranks_markdown(table, comparisons)
+    spread_rows, spread_pairs = seed_spread(list(seed_dirs))
+    md = (to_markdown(records, header) + paired_markdown(comparisons) + ranks_markdown(table, comparisons)
+          + sizing_line(comparisons) + spread_markdown(spread_rows, spread_pairs))
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
     rows = ", ".join(f"{k} {v} s" for k, v in row_seconds.items())
     md += f"\nWall time of this run: {stages}; rows: {rows}; total {timings.get('total', 0) / 60:.1f} min.\n"
     write_text(out / "report" / "summary.md", md)
-    summary = {"rows": records, "paired": comparisons, "timings": dict(timings), "row_seconds": dict(row_seconds),
+    summary = {"rows": records, "paired": comparisons, "seed_spread": {"rows": spread_rows, "paired": spread_pairs}, "timings": dict(timings), "row_seconds": dict(row_seconds),
                "skipped": list(skipped), "data": {"verify": verify, "filter": filt}, "preset": str(cfg.preset)}
     write_text(out / "report" / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     print("\n" + md)
@@ -148,6 +192,7 @@ def list_outputs(out_dir: Path) -> str:
           for row in ROWS],
         ("report/", "table3.md/.csv, paired.csv, fig1/fig2 plots (dft_verl.report); summary.md, summary.json"),
         ("recipes.log", "everything the recipes printed"),
+        ("seeds/", "<s>/: the trained rows again with SEED=s (same layout as above; --seeds)"),
         ("timings.tsv", "wall seconds per row, one line per run"),
     ]
     for rel, what in described:

@@ -88,6 +88,9 @@ class HFRolloutServer:
                 self.model_config.local_path, config=hf_config, dtype=dtype, attn_implementation=attn,
                 trust_remote_code=self.model_config.trust_remote_code)
         self.model.eval()
+        # rollout.seed (vLLM's sampling seed) seeds this server's sampling RNG: with the same requests in the same
+        # order, a rerun samples the same responses; replicas differ by their rank
+        torch.manual_seed(int(self.config.seed) + replica_rank)
         self.eos_ids = eos_token_ids(self.model_config.generation_config, self.model_config.tokenizer, hf_config)
         pad = getattr(self.model_config.tokenizer, "pad_token_id", None)
         self.pad_id = int(pad if pad is not None else self.eos_ids[0])

@@ -69,6 +69,9 @@ SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-4}
 SFT_FUSED_KERNELS=${SFT_FUSED_KERNELS:-True}
 # Checkpoint every N optimiser steps, all trained rows (empty: each config's own; the last step is always saved)
 SAVE_FREQ=${SAVE_FREQ:-}
+# Training seed of every trained row (empty: each trainer's own). Data and evaluation keep theirs: rerunning the
+# rows with SEED=1, 2, ... into other RUNS_DIR/CKPT_DIR folders measures the spread that training alone causes.
+SEED=${SEED:-}
 # iw-SFT rows: reference policy of the importance weight (empty: MODEL_PATH) and the weight's clip range
 IW_SFT_REF_MODEL=${IW_SFT_REF_MODEL:-}
 IW_SFT_CLIP=${IW_SFT_CLIP:-[0.5,2.0]}
@@ -211,6 +214,16 @@ fi
 save_args=()
 if [[ -n "$SAVE_FREQ" ]]; then save_args+=("trainer.save_freq=$SAVE_FREQ"); fi
 
+# Seeds of every trained row (empty SEED: the configs' own): verl's SFT trainer (SFT family, DPO); PPO/GRPO's data
+# order, mini-batch order (actor and critic) and rollout sampling
+train_seed_args=()
+rl_seed_args=()
+if [[ -n "$SEED" ]]; then
+    train_seed_args=("trainer.seed=$SEED")
+    rl_seed_args=("data.seed=$SEED" "actor_rollout_ref.actor.data_loader_seed=$SEED"
+        "critic.data_loader_seed=$SEED" "actor_rollout_ref.rollout.seed=$SEED")
+fi
+
 # Overrides every SFT-family row shares: the paper's optimiser and data limits, the cluster shape, and
 # HF weights in every checkpoint (global_step_<N>/huggingface) for evaluation.
 sft_common_args=(
@@ -229,6 +242,7 @@ sft_common_args=(
     "trainer.project_name=dft_verl_table3"
     "checkpoint.save_contents=[model,optimizer,extra,hf_model]"
     "${save_args[@]}"
+    "${train_seed_args[@]}"
     "${engine_args[@]}"
 )
 
@@ -246,6 +260,7 @@ rl_common_args=(
     "trainer.nnodes=$NNODES"
     "trainer.n_gpus_per_node=$N_GPUS_PER_NODE"
     "${save_args[@]}"
+    "${rl_seed_args[@]}"
 )
 if [[ -n "$RL_MAX_PROMPT_LENGTH" ]]; then rl_common_args+=("data.max_prompt_length=$RL_MAX_PROMPT_LENGTH"); fi
 if [[ -n "$RL_MAX_RESPONSE_LENGTH" ]]; then rl_common_args+=("data.max_response_length=$RL_MAX_RESPONSE_LENGTH"); fi

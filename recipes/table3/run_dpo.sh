@@ -49,6 +49,7 @@ train_once "$row" "${dpo_launcher[@]}" \
     "trainer.default_local_dir=$ckpt" \
     "checkpoint.save_contents=[model,optimizer,extra,hf_model]" \
     "${save_args[@]}" \
+    "${train_seed_args[@]}" \
     "${engine_args[@]}" \
     "${extra_args[@]}" "$@"
 
