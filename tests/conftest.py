@@ -2,8 +2,12 @@
 
 import os
 
-import pytest
-import torch
+# Before torch loads: OpenMP threads that sleep while they wait. Spinning threads on cores busy with other work
+# (trainer subprocesses, a second job) ran tens of times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
