@@ -106,7 +106,8 @@ def test_second_run_skips_everything_and_rewrites_nothing(tiny_run):
     proc = run_all(runs, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:]
     after = outputs(runs)
-    changed = sorted(k for k in before if after.get(k) != before[k] and not k.startswith("data/"))
+    # timings.tsv is the run's own bookkeeping: one line per row per run (checked below)
+    changed = sorted(k for k in before if after.get(k) != before[k] and not k.startswith("data/") and k != "timings.tsv")
     changed += sorted(k for k in before if k.startswith("data/") and not k.endswith(".log") and after.get(k) != before[k])
     assert not changed, changed  # only the data step's two logs grow (its CLIs check and skip their outputs)
     for row in table3_rows():
@@ -114,6 +115,12 @@ def test_second_run_skips_everything_and_rewrites_nothing(tiny_run):
             assert f"[{row}] training already done" in proc.stdout
         assert f"{runs / row / 'eval'}/results.json exists; skipping evaluation" in proc.stdout
     assert "is up to date; skipping" in proc.stdout
+    # each row's wall time printed and appended: two runs, so two lines per row (the report only ran the first time)
+    lines = [line.split("\t") for line in (runs / "timings.tsv").read_text().splitlines()]
+    for row in ["data", *table3_rows()]:
+        assert f"==== [run_all] {row} done in " in proc.stdout
+        assert sum(1 for fields in lines if fields[0] == row) == 2, row
+    assert all(len(fields) == 3 and fields[1].isdigit() for fields in lines)
 
 
 def test_failed_row_stops_with_its_log_and_redoing_one_row(tiny_run):
@@ -131,14 +138,15 @@ def test_failed_row_stops_with_its_log_and_redoing_one_row(tiny_run):
     assert "row 'dft_sft' failed" in bad.stdout
     assert "[grpo]" not in bad.stdout  # nothing after the failed row ran
     assert not (runs / "dft_sft" / "train.done").exists()
-    own = ("dft_sft/", "checkpoints/dft_sft/")  # the failed row's own files
-    assert {k: v for k, v in outputs(runs).items() if not k.startswith(own)} == before
+    own = ("dft_sft/", "checkpoints/dft_sft/", "timings.tsv")  # the failed row's own files; the run's bookkeeping
+    assert {k: v for k, v in outputs(runs).items() if not k.startswith(own)} == \
+        {k: v for k, v in before.items() if not k.startswith(own)}
     # a plain rerun redoes exactly the two deleted rows (and the report), nothing else
     ok = run_all(runs, timeout=900)
     assert ok.returncode == 0, ok.stdout[-4000:]
     after = outputs(runs)
     redone = {k.split("/")[0] for k in after if after[k] != before.get(k) and not k.startswith("data/")}
-    assert redone == {"sft", "dft_sft", "checkpoints", "report", "report.log"}, redone
+    assert redone == {"sft", "dft_sft", "checkpoints", "report", "report.log", "timings.tsv"}, redone
     assert {k.split("/")[1] for k in after if k.startswith("checkpoints/") and after[k] != before.get(k)} == \
         {"sft", "dft_sft"}
     for row in ("sft", "dft_sft"):
