@@ -2,7 +2,7 @@
 
     python -m dft_verl.eval --model PATH --out runs/dft_sft/eval [--data-dir ../shared/data/eval]
         [--benchmarks math500,aime24] [--k 16] [--temperature 1.0] [--max-new-tokens 4096]
-        [--backend vllm|hf|verl] [--limit N] [--seed 0] [--max-model-len N]
+        [--backend vllm|hf|verl] [--limit N] [--seed 0] [--max-model-len N] [--batch-size 8 --processes 1]
 
 Each question is shown with the model's own chat template as one user turn, the question followed by the paper's
 instruction (`dft_verl.prompts`). k responses are sampled per question (`dft_verl.generation.generate`) and judged
@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N questions per benchmark (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward for the hf backend")
+    p.add_argument("--processes", type=int, default=None,
+                   help="hf: worker processes the batches are spread over (default 1; same samples for any value)")
     p.add_argument("--dtype", default=None, help="model dtype (hf: float32 default; vllm: auto default)")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + response)")
     p.add_argument("--tensor-parallel-size", type=int, default=None, help="vllm/verl: GPUs per model replica")
@@ -349,10 +351,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                             max_new_tokens=args.max_new_tokens, seed=args.seed, limit=args.limit)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     backend = args.backend or _default_backend()
-    allowed = {"hf": ("dtype",), "vllm": ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"),
+    allowed = {"hf": ("dtype", "processes"), "vllm": ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"),
                "verl": ("tensor_parallel_size", "gpu_memory_utilization")}[backend]
     backend_kwargs = {}
-    for name in ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"):
+    for name in ("dtype", "processes", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"):
         value = getattr(args, name)
         if value is not None:
             if name not in allowed:
