@@ -2,7 +2,7 @@
 
     python -m dft_verl.eval --model PATH --out runs/dft_sft/eval [--data-dir ../shared/data/eval]
         [--benchmarks math500,aime24] [--k 16] [--temperature 1.0] [--max-new-tokens 4096]
-        [--backend vllm|hf|verl] [--limit N] [--seed 0] [--max-model-len N] [--batch-size 8 --processes 1]
+        [--backend vllm|hf|verl] [--limit N] [--seed 0] [--max-model-len N]
 
 Each question is shown with the model's own chat template as one user turn, the question followed by the paper's
 instruction (`dft_verl.prompts`). k responses are sampled per question (`dft_verl.generation.generate`) and judged
@@ -333,9 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N questions per benchmark (smoke runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward for the hf backend")
+    p.add_argument("--dtype", default=None, help="model dtype (hf: float32 default; vllm: auto default)")
     p.add_argument("--processes", type=int, default=None,
                    help="hf: worker processes the batches are spread over (default 1; same samples for any value)")
-    p.add_argument("--dtype", default=None, help="model dtype (hf: float32 default; vllm: auto default)")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + response)")
     p.add_argument("--tensor-parallel-size", type=int, default=None, help="vllm/verl: GPUs per model replica")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="vllm/verl: fraction of GPU memory")
