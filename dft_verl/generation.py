@@ -150,13 +150,15 @@ def cpu_cores() -> int:
 
 
 def _sample_batch(model, tokenizer, token_ids, max_new_tokens, temperature, top_p, seed) -> list[str]:
-    """One batch of prompts (token ids) completed once each, torch's RNG seeded with ``seed``; decoded texts."""
+    """One batch of prompts (token ids) completed once each, torch's RNG seeded with ``seed``; decoded texts.
+
+    A prompt's n samples share one prefill (same tokens; bench/generation_speed.py measures the saving)."""
     from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
     completions = sample(model, token_ids, [max_new_tokens] * len(token_ids),
                          SamplingParams(temperature=temperature, top_p=top_p),
                          eos_token_ids(model.generation_config, tokenizer), tokenizer.pad_token_id,
-                         generator_seed=seed)
+                         generator_seed=seed, share_prompt_prefill=True)
     return [tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in completions]
 
 

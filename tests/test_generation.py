@@ -174,3 +174,36 @@ def test_eval_cli_passes_processes_to_the_hf_backend(tmp_path, monkeypatch):
     assert results["benchmarks"]["math500"]["per_question_acc"] == [1.0, 0.0]
     with pytest.raises(SystemExit, match="--processes does not apply to --backend vllm"):
         ev.main([*common, "--backend", "vllm", "--processes", "2"])
+
+
+# ------------------------------------------------------------------ prompts prefilled once for their n samples
+
+
+def test_shared_prompt_prefill_gives_the_same_tokens_and_log_probs(tiny_chat):
+    """Prompts of three lengths, repeated 3, 2 and 1 times (as a batch boundary can cut a prompt's n samples),
+    sampled at T=1 with the same seed: the completions and their log-probs are those of the plain prefill."""
+    import torch
+
+    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, prefill_shared_prompts, sample
+
+    model, tok = load_hf(tiny_chat)
+    a, b, c = [tok(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tok, [*PROMPTS, build_prompt("3 + 4 = ?")])]
+    assert len({len(a), len(b), len(c)}) == 3
+    batch = [a, a, a, b, b, c]
+    args = (batch, [10] * 6, SamplingParams(temperature=1.0, logprobs=True),
+            eos_token_ids(model.generation_config, tok), tok.pad_token_id)
+    plain = sample(model, *args, generator_seed=3)
+    shared = sample(model, *args, generator_seed=3, share_prompt_prefill=True)
+    assert [x.token_ids for x in shared] == [x.token_ids for x in plain]
+    assert len({tuple(x.token_ids) for x in plain[:3]}) > 1  # one prompt's samples differ: the RNG is not shared
+    for x, y in zip(shared, plain):
+        assert x.log_probs == pytest.approx(y.log_probs, abs=1e-5)
+
+    width = max(map(len, batch))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+    cache = prefill_shared_prompts(model, ids, mask)
+    keys = cache.layers[0].keys
+    assert keys.shape[0] == 6 and cache.get_seq_length() == width - 1
+    assert torch.equal(keys[0], keys[2]) and torch.equal(keys[3], keys[4]) and not torch.equal(keys[0], keys[3])
+    assert prefill_shared_prompts(model, ids[[0, 3, 5]], mask[[0, 3, 5]]) is None  # nothing repeats
