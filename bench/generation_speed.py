@@ -15,7 +15,7 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
                             counted, the embedding lookup is not). Attention over <= ~130 positions adds ~3%
                             and is left out, so the bound is a little optimistic
     prefill share           time of one full prefill forward (the batch's left-padded prompts, cache built) /
-                            time per batch of the P = 1 run. Prefilling each prompt once and expanding its KV cache
+                            time per batch of the P = 1 run (which prefills each prompt once). Prefilling each prompt once and expanding its KV cache
                             n times (what generate does) saves at most (1 - 1/n) x that share
     prefill once            ``rollout.sampler.sample`` over the first --compare-sequences sequences in batches of B,
                             one process: wall time with ``share_prompt_prefill`` off / on, and whether the tokens
@@ -146,7 +146,8 @@ def main() -> None:
     p.add_argument("--batches", default="16,32,64")
     p.add_argument("--processes", default="1,2")
     p.add_argument("--matmul-seconds", type=float, default=3.0, help="time per matmul measurement")
-    p.add_argument("--compare-sequences", type=int, default=64, help="sequences of the prefill-once comparison")
+    p.add_argument("--compare-sequences", type=int, default=64,
+                   help="sequences of the prefill-once comparison (0: skip it)")
     args = p.parse_args()
 
     from dft_verl.demo.tasks import make_problems
@@ -168,44 +169,41 @@ def main() -> None:
     generate(model_path, prompts[:1], batch_size=1, processes=2, **{**kw, "n": 2, "max_new_tokens": 1})
     startup = time.perf_counter() - t0
 
-    rows, texts = [], {}
+    rates = {pr: concurrent_matmul_rate(model_path, pr, max(1, cores // pr), batches, args.matmul_seconds)
+             for pr in procs}
+    prefill = {b: prefill_seconds(model, tokenizer, prompts, args.n, b) for b in batches}
+    n_prompts = len(prompts)
+    print(f"model {model_path} ({weights / 1e6:.1f}M weights in matmuls, fp32); {n_prompts} prompts x n={args.n} "
+          f"= {n_prompts * args.n} sequences, <= {args.max_new_tokens} new tokens, T=1.0; {cores} cores; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print("matmul GFLOP/s at decode shapes (all processes together): " + "; ".join(
+        f"{pr} x {max(1, cores // pr)}: " + ", ".join(f"B={b} {rates[pr][b]:.1f}" for b in batches) for pr in procs))
+    print(f"worker start-up (spawn, imports, model load; paid once per generate call with P > 1): {startup:.1f} s")
+    print(f"{'P x T':>6} {'batch':>5} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'vs base':>7} {'bound':>7} "
+          f"{'of bound':>8} {'same':>5} {'prefill':>8} {'load':>5}", flush=True)
+    texts, base = {}, None
     for b in batches:
         for pr in procs:
             t0 = time.perf_counter()
             out = generate(model_path, prompts, batch_size=b, processes=pr, **kw)
             wall = time.perf_counter() - t0
             texts[pr, b] = out
-            rows.append((pr, b, generated_tokens(tokenizer, out, args.max_new_tokens), wall, os.getloadavg()[0]))
-    prefill = {b: prefill_seconds(model, tokenizer, prompts, args.n, b) for b in batches}
-    once = {b: prefill_once_times(model, tokenizer, prompts, args.n, b, args.max_new_tokens, args.compare_sequences)
-            for b in batches}
-    rates = {pr: concurrent_matmul_rate(model_path, pr, max(1, cores // pr), batches, args.matmul_seconds)
-             for pr in procs}
-    load.append(os.getloadavg()[0])
-
-    n_prompts = len(prompts)
-    print(f"model {model_path} ({weights / 1e6:.1f}M weights in matmuls, fp32); {n_prompts} prompts x n={args.n} "
-          f"= {n_prompts * args.n} sequences, <= {args.max_new_tokens} new tokens, T=1.0; {cores} cores; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
-    print(f"worker start-up (spawn, imports, model load; paid once per generate call with P > 1): {startup:.1f} s")
-    base = next((tok / wall for pr, b, tok, wall, _ in rows if (pr, b) == (procs[0], batches[0])), None)
-    print(f"{'P x T':>6} {'batch':>5} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'vs base':>7} {'bound':>7} "
-          f"{'of bound':>8} {'same':>5} {'prefill':>8} {'load':>5}")
-    for pr, b, tok, wall, ld in rows:
-        rate = tok / wall
-        bound = rates[pr][b] * 1e9 / (2 * weights)
-        same = "-" if pr == procs[0] else ("yes" if texts[pr, b] == texts[procs[0], b] else "NO")
-        per_batch = wall / -(-n_prompts * args.n // b)
-        share = f"{prefill[b] / per_batch:.0%}" if pr == 1 else ""
-        print(f"{pr:>2} x {max(1, cores // pr):<2} {b:>5} {tok:>7} {wall:>7.1f} {rate:>7.1f} {rate / base:>6.2f}x "
-              f"{bound:>7.0f} {rate / bound:>8.0%} {same:>5} {share:>8} {ld:>5.2f}")
-    print("matmul GFLOP/s at decode shapes (all processes together): " + "; ".join(
-        f"{pr} x {max(1, cores // pr)}: " + ", ".join(f"B={b} {rates[pr][b]:.1f}" for b in batches) for pr in procs))
+            tokens = generated_tokens(tokenizer, out, args.max_new_tokens)
+            rate = tokens / wall
+            base = base or rate  # the first configuration: procs[0] processes, batches[0]
+            bound = rates[pr][b] * 1e9 / (2 * weights)
+            same = "-" if pr == procs[0] else ("yes" if out == texts[procs[0], b] else "NO")
+            share = f"{prefill[b] / (wall / -(-n_prompts * args.n // b)):.0%}" if pr == 1 else ""
+            print(f"{pr:>2} x {max(1, cores // pr):<2} {b:>5} {tokens:>7} {wall:>7.1f} {rate:>7.1f} {rate / base:>6.2f}x "
+                  f"{bound:>7.0f} {rate / bound:>8.0%} {same:>5} {share:>8} {os.getloadavg()[0]:>5.2f}", flush=True)
     print("prefill s per batch (P=1): " + ", ".join(f"B={b} {prefill[b]:.2f}" for b in batches)
-          + f"; prefill-once with n={args.n} saves at most {1 - 1 / args.n:.0%} of the prefill share")
+          + f"; prefill-once with n={args.n} saves at most {1 - 1 / args.n:.0%} of the prefill share", flush=True)
+    once = {b: prefill_once_times(model, tokenizer, prompts, args.n, b, args.max_new_tokens, args.compare_sequences)
+            for b in batches if args.compare_sequences > 0}
     print(f"prefill once, 1 process, {args.compare_sequences} sequences: " + "; ".join(
         f"B={b} {full:.1f} s -> {shared:.1f} s ({full / shared:.2f}x, same tokens: {'yes' if same else 'NO'})"
         for b, (full, shared, same) in once.items()))
+    load.append(os.getloadavg()[0])
     print(f"baseline: {procs[0]} process(es), batch {batches[0]}; load average {load[0]:.2f} -> {load[1]:.2f}")
 
 

@@ -187,7 +187,8 @@ def test_shared_prompt_prefill_gives_the_same_tokens_and_log_probs(tiny_chat):
     from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, prefill_shared_prompts, sample
 
     model, tok = load_hf(tiny_chat)
-    a, b, c = [tok(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tok, [*PROMPTS, build_prompt("3 + 4 = ?")])]
+    texts = chat_texts(tok, [*PROMPTS, build_prompt("3 + 4 = ?")])
+    a, b, c = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     assert len({len(a), len(b), len(c)}) == 3
     batch = [a, a, a, b, b, c]
     args = (batch, [10] * 6, SamplingParams(temperature=1.0, logprobs=True),
