@@ -365,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "helpful assistant.\", the Qwen2.5-Math evaluation toolkit's prompt)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward for the hf backend")
     p.add_argument("--dtype", default=None, help="model dtype (hf: float32 default; vllm: auto default)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="hf: worker processes the batches are spread over (default 1; same samples for any value)")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + response)")
     p.add_argument("--tensor-parallel-size", type=int, default=None, help="vllm/verl: GPUs per model replica")
     p.add_argument("--gpu-memory-utilization", type=float, default=None, help="vllm/verl: fraction of GPU memory")
@@ -381,10 +383,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                             prompt_template=args.prompt_template)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     backend = args.backend or _default_backend()
-    allowed = {"hf": ("dtype",), "vllm": ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"),
+    allowed = {"hf": ("dtype", "processes"), "vllm": ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"),
                "verl": ("tensor_parallel_size", "gpu_memory_utilization")}[backend]
     backend_kwargs = {}
-    for name in ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"):
+    for name in ("dtype", "processes", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"):
         value = getattr(args, name)
         if value is not None:
             if name not in allowed:

@@ -5,6 +5,7 @@ Backends (same call, same output shape ``out[i][j]`` = j-th response to prompt i
             padding, multinomial sampling at ``temperature`` / ``top_p``. Each batch reseeds torch with
             ``batch_seed(seed, b)``, so a rerun with the same seed and batch_size gives the same text, and
             batch b does not depend on whether batches < b ran (resumable callers may skip them).
+            ``processes=P`` completes the batches in P spawned worker processes (data parallel), same output.
     "vllm"  vLLM's offline ``LLM`` in this process (GPU), built once per process and reused. Prompt i gets
             ``SamplingParams(n=n, seed=batch_seed(seed, i))``: repeatable per prompt, whatever the batching.
     "verl"  verl's ``verl.trainer.main_generation_server`` in a subprocess: Ray + standalone vLLM rollout
@@ -14,11 +15,13 @@ Backends (same call, same output shape ``out[i][j]`` = j-th response to prompt i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,21 +75,26 @@ def generate(
     batch_size: int = 8,
     top_p: float = 1.0,
     progress: bool = True,
+    processes: int = 1,
     **backend_kwargs,
 ) -> list[list[str]]:
     """Sample ``n`` responses (decoded, special tokens removed) to each chat prompt; returns ``out[i][j]``.
 
-    ``batch_size`` counts sequences (prompt x sample) per forward for "hf". ``backend_kwargs`` go to the
+    ``batch_size`` counts sequences (prompt x sample) per forward for "hf". ``processes`` (hf only) spreads the
+    batches over that many spawned worker processes, each with ``max(1, cores // processes)`` torch threads; the
+    output is the same as with one process (every batch has its own seed). ``backend_kwargs`` go to the
     backend: "vllm" takes tensor_parallel_size, gpu_memory_utilization, max_model_len, dtype; "verl" takes
     n_gpus_per_node, nnodes, tensor_parallel_size, gpu_memory_utilization, max_prompt_length, extra_overrides.
     """
     prompts = [list(p) for p in prompts]
     _check_args(prompts, n, temperature, max_new_tokens, backend)
+    if processes < 1 or (processes > 1 and backend != "hf"):
+        raise ValueError(f"processes must be >= 1 and applies to backend='hf' only, got {processes} for {backend!r}")
     if not prompts:
         return []
     if backend == "hf":
         return _generate_hf(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, batch_size,
-                            progress, **backend_kwargs)
+                            progress, processes=processes, **backend_kwargs)
     if backend == "vllm":
         return _generate_vllm(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, progress,
                               **backend_kwargs)
@@ -98,58 +106,188 @@ def generate(
 # --------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def load_hf(model_path: str, dtype: str = "float32"):
-    """(model in eval mode, tokenizer with left padding) from an HF folder or a ``.gguf`` file; cached."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _hf_source(model_path: str) -> tuple[str, dict]:
+    """(folder, from_pretrained kwargs) of an HF folder or a ``.gguf`` file."""
     path = Path(model_path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"model path {model_path!r} does not exist")
-    kwargs = {}
     if path.is_file() and path.suffix == ".gguf":
-        kwargs["gguf_file"] = path.name
-        path = path.parent
-    tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), **kwargs)
-    model.eval()
+        return str(path.parent), {"gguf_file": path.name}
+    return str(path), {}
+
+
+@functools.lru_cache(maxsize=1)
+def load_hf_tokenizer(model_path: str):
+    """The tokenizer of an HF folder or ``.gguf`` file, with left padding and a pad token; cached."""
+    from transformers import AutoTokenizer
+
+    folder, kwargs = _hf_source(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer at {model_path!r} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def load_hf(model_path: str, dtype: str = "float32"):
+    """(model in eval mode, tokenizer with left padding) from an HF folder or a ``.gguf`` file; cached."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_hf_tokenizer(model_path)
+    folder, kwargs = _hf_source(model_path)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kwargs)
+    model.eval()
     return model, tokenizer
 
 
-def _generate_hf(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, batch_size, progress,
-                 dtype: str = "float32") -> list[list[str]]:
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _sample_batch(model, tokenizer, token_ids, max_new_tokens, temperature, top_p, seed) -> list[str]:
+    """One batch of prompts (token ids) completed once each, torch's RNG seeded with ``seed``; decoded texts.
+
+    A prompt's n samples share one prefill (same tokens; bench/generation_speed.py measures the saving)."""
     from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
+    completions = sample(model, token_ids, [max_new_tokens] * len(token_ids),
+                         SamplingParams(temperature=temperature, top_p=top_p),
+                         eos_token_ids(model.generation_config, tokenizer), tokenizer.pad_token_id,
+                         generator_seed=seed, share_prompt_prefill=True)
+    return [tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in completions]
+
+
+def _generate_hf(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, batch_size, progress,
+                 dtype: str = "float32", processes: int = 1) -> list[list[str]]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    model, tokenizer = load_hf(str(model_path), dtype)
+    tokenizer = load_hf_tokenizer(str(model_path))
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
     jobs = [i for i in range(len(prompts)) for _ in range(n)]
-    out: list[list[str]] = [[] for _ in prompts]
-    eos = eos_token_ids(model.generation_config, tokenizer)
-    params = SamplingParams(temperature=temperature, top_p=top_p)
+    starts = range(0, len(jobs), batch_size)
+    # batch b: (its jobs, the keyword arguments of _sample_batch); its own seed, so batches run in any order
+    batches = [(jobs[s : s + batch_size],
+                dict(token_ids=[ids[i] for i in jobs[s : s + batch_size]], max_new_tokens=max_new_tokens,
+                     temperature=temperature, top_p=top_p, seed=batch_seed(seed, b)))
+               for b, s in enumerate(starts)]
+    processes = min(processes, len(batches))
+    if processes > 1:
+        done = _sample_in_workers(str(model_path), dtype, processes, [kw for _, kw in batches])
+    else:
+        model, _ = load_hf(str(model_path), dtype)
+        done = ((b, _sample_batch(model, tokenizer, **kw)) for b, (_, kw) in enumerate(batches))
+    texts: dict[int, list[str]] = {}
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc="generate", unit="seq")
-    for b, s in enumerate(range(0, len(jobs), batch_size)):
-        batch = jobs[s : s + batch_size]
-        completions = sample(model, [ids[i] for i in batch], [max_new_tokens] * len(batch), params, eos,
-                             tokenizer.pad_token_id, generator_seed=batch_seed(seed, b))
-        for i, c in zip(batch, completions):
-            out[i].append(tokenizer.decode(c.token_ids, skip_special_tokens=True))
-        if bar is not None:
-            bar.update(len(batch))
+    with contextlib.closing(done):  # a failure here still stops the workers
+        for b, batch_texts in done:
+            texts[b] = batch_texts
+            if bar is not None:
+                bar.update(len(batch_texts))
     if bar is not None:
         bar.close()
+    out: list[list[str]] = [[] for _ in prompts]
+    for b, (batch_jobs, _) in enumerate(batches):  # batch order = sample order of each prompt
+        for i, text in zip(batch_jobs, texts[b]):
+            out[i].append(text)
     return out
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """os.environ with ``values`` set inside the block (a spawned child copies the parent's at start)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _hf_worker(model_path: str, dtype: str, threads: int, tasks, results) -> None:
+    """Worker process: load the model once, then complete ``(b, kwargs)`` batches from ``tasks`` until None."""
+    b = None
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        model, tokenizer = load_hf(model_path, dtype)
+        while (task := tasks.get()) is not None:
+            b, kwargs = task
+            results.put(("ok", b, _sample_batch(model, tokenizer, **kwargs)))
+            b = None
+    except BaseException:
+        results.put(("error", b, traceback.format_exc()))
+
+
+def _sample_in_workers(model_path: str, dtype: str, processes: int, batches: list[dict]):
+    """Yield ``(b, texts)`` for every batch, completed by ``processes`` spawned workers (any order).
+
+    Each worker loads the model once and runs ``max(1, cores // processes)`` torch threads, with OpenMP threads
+    that sleep instead of spinning when idle (OMP_WAIT_POLICY=PASSIVE unless set). A worker that raises or dies
+    stops the run with an error naming it; every worker is ended before this returns or raises.
+    """
+    import multiprocessing as mp
+    import queue
+
+    threads = max(1, cpu_cores() // processes)
+    ctx = mp.get_context("spawn")  # fork would copy a parent's torch thread pools and locks
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for b, kwargs in enumerate(batches):
+        tasks.put((b, kwargs))
+    for _ in range(processes):
+        tasks.put(None)
+    workers = [ctx.Process(target=_hf_worker, args=(model_path, dtype, threads, tasks, results), daemon=True,
+                           name=f"dft_verl-generate-{k}") for k in range(processes)]
+    try:
+        with _environ(OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")):
+            for w in workers:
+                w.start()
+        pending = len(batches)
+        while pending:
+            try:
+                kind, b, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [w for w in workers if w.exitcode is not None]
+                if any(w.exitcode != 0 for w in dead) or len(dead) == len(workers):
+                    raise RuntimeError(
+                        "hf generation worker(s) ended before finishing their batches: "
+                        + ", ".join(f"{w.name} (pid {w.pid}) exit code {w.exitcode}" for w in dead)
+                        + ". A worker's own traceback, if any, is on stderr; a script that calls generate with "
+                        "processes > 1 needs `if __name__ == \"__main__\":` (workers are spawned and import "
+                        "the main module)") from None
+                continue
+            if kind == "error":
+                where = f"batch {b}" if b is not None else "loading the model"
+                raise RuntimeError(f"hf generation worker failed in {where} ({model_path}):\n{payload}")
+            pending -= 1
+            yield b, payload
+        for w in workers:  # they exit on reading None; terminate below only ends a stuck one
+            w.join(timeout=10)
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+        for w in workers:
+            if w.pid is not None:
+                w.join(timeout=10)
+                if w.is_alive():
+                    w.kill()
+                    w.join()
+        tasks.cancel_join_thread()
+        results.cancel_join_thread()
 
 
 # --------------------------------------------------------------------------------------------------------

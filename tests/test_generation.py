@@ -1,6 +1,12 @@
 """dft_verl.generation: hf backend on a tiny random chat model; argument checks; verl server overrides."""
 
 import importlib.util
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+import time
 
 import pytest
 
@@ -96,3 +102,109 @@ def test_verl_generation_overrides_compose_with_verls_config(tmp_path):
     assert (rollout.name, rollout.n, rollout.temperature, rollout.response_length) == ("vllm", 4, 1.0, 2048)
     assert rollout.load_format == "auto"  # the default "dummy" would sample from random weights
     assert (cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes) // rollout.tensor_model_parallel_size == 4
+
+
+# ------------------------------------------------------------------ data-parallel hf generation (processes)
+
+MANY = [build_prompt(f"What is {i} + {i} ?") for i in range(5)]
+
+
+def test_processes_give_the_same_samples_as_one_process(tiny_chat):
+    """5 prompts x n=3 in batches of 4: four batches (the last one short) over two spawned workers, reassembled
+    in order. Every batch has its own seed, so the text equals the one-process run's, sample for sample."""
+    kw = dict(n=3, temperature=1.0, max_new_tokens=12, batch_size=4, seed=5, progress=False)
+    one = generate(tiny_chat, MANY, **kw)
+    two = generate(tiny_chat, MANY, processes=2, **kw)
+    assert two == one
+    assert len({s for row in one for s in row}) == 15  # distinct samples, so a mix-up of order would show
+    assert multiprocessing.active_children() == []
+
+
+def test_worker_failure_names_the_stage_and_leaves_no_process(tiny_chat, tmp_path):
+    """The parent needs only the tokenizer; a folder whose weights are missing fails in the workers."""
+    broken = tmp_path / "no-weights"
+    shutil.copytree(tiny_chat, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(RuntimeError, match=r"worker failed in loading the model \(.*no-weights\)"):
+        generate(str(broken), MANY, n=2, max_new_tokens=4, batch_size=2, processes=2, progress=False)
+    assert multiprocessing.active_children() == []
+
+
+def test_killed_workers_are_reported_not_waited_for(tiny_chat):
+    def kill_workers():
+        deadline = time.monotonic() + 120
+        while len(multiprocessing.active_children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_workers, daemon=True)
+    killer.start()
+    with pytest.raises(RuntimeError, match=r"dft_verl-generate-\d \(pid \d+\) exit code -9"):
+        generate(tiny_chat, MANY, n=2, max_new_tokens=4, batch_size=2, processes=2, progress=False)
+    killer.join()
+    assert multiprocessing.active_children() == []
+
+
+def test_processes_need_the_hf_backend():
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        generate("unused", PROMPTS, processes=0)
+    with pytest.raises(ValueError, match="applies to backend='hf' only"):
+        generate("unused", PROMPTS, backend="vllm", processes=2)
+
+
+def test_eval_cli_passes_processes_to_the_hf_backend(tmp_path, monkeypatch):
+    import dft_verl.eval as ev
+    import dft_verl.generation as generation
+
+    seen = {}
+
+    def record(model, prompts, n, **kw):  # stands in for sampling; the CLI plumbing is what is tested
+        seen.update(kw)
+        return [["\\boxed{1}"] * n for _ in prompts]
+
+    monkeypatch.setattr(generation, "generate", record)
+    data = tmp_path / "data" / "math500"
+    data.mkdir(parents=True)
+    (data / "test.jsonl").write_text('{"problem": "1?", "answer": "1"}\n{"problem": "2?", "answer": "2"}\n')
+    common = ["--model", "m", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"),
+              "--benchmarks", "math500", "--k", "2", "--num-workers", "1"]
+    results = ev.main([*common, "--backend", "hf", "--processes", "2", "--batch-size", "16"])
+    assert (seen["processes"], seen["batch_size"], seen["backend"]) == (2, 16, "hf")
+    assert results["benchmarks"]["math500"]["per_question_acc"] == [1.0, 0.0]
+    with pytest.raises(SystemExit, match="--processes does not apply to --backend vllm"):
+        ev.main([*common, "--backend", "vllm", "--processes", "2"])
+
+
+# ------------------------------------------------------------------ prompts prefilled once for their n samples
+
+
+def test_shared_prompt_prefill_gives_the_same_tokens_and_log_probs(tiny_chat):
+    """Prompts of three lengths, repeated 3, 2 and 1 times (as a batch boundary can cut a prompt's n samples),
+    sampled at T=1 with the same seed: the completions and their log-probs are those of the plain prefill."""
+    import torch
+
+    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, prefill_shared_prompts, sample
+
+    model, tok = load_hf(tiny_chat)
+    texts = chat_texts(tok, [*PROMPTS, build_prompt("3 + 4 = ?")])
+    a, b, c = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert len({len(a), len(b), len(c)}) == 3
+    batch = [a, a, a, b, b, c]
+    args = (batch, [10] * 6, SamplingParams(temperature=1.0, logprobs=True),
+            eos_token_ids(model.generation_config, tok), tok.pad_token_id)
+    plain = sample(model, *args, generator_seed=3)
+    shared = sample(model, *args, generator_seed=3, share_prompt_prefill=True)
+    assert [x.token_ids for x in shared] == [x.token_ids for x in plain]
+    assert len({tuple(x.token_ids) for x in plain[:3]}) > 1  # one prompt's samples differ: the RNG is not shared
+    for x, y in zip(shared, plain):
+        assert x.log_probs == pytest.approx(y.log_probs, abs=1e-5)
+
+    width = max(map(len, batch))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+    cache = prefill_shared_prompts(model, ids, mask)
+    keys = cache.layers[0].keys
+    assert keys.shape[0] == 6 and cache.get_seq_length() == width - 1
+    assert torch.equal(keys[0], keys[2]) and torch.equal(keys[3], keys[4]) and not torch.equal(keys[0], keys[3])
+    assert prefill_shared_prompts(model, ids[[0, 3, 5]], mask[[0, 3, 5]]) is None  # nothing repeats

@@ -59,7 +59,7 @@ def sample_shard(questions: pd.DataFrame, sc, seed: int, progress: bool) -> pd.D
     responses = generate(
         sc.model_path, questions["prompt"].tolist(), n=sc.n, temperature=sc.temperature,
         max_new_tokens=sc.max_new_tokens, seed=seed, backend=sc.backend, batch_size=sc.batch_size,
-        top_p=sc.top_p, progress=progress, **dict(sc.backend_kwargs or {}),
+        top_p=sc.top_p, progress=progress, processes=sc.processes, **dict(sc.backend_kwargs or {}),
     )
     rows = []
     for q, resp in zip(questions.itertuples(index=False), responses):
@@ -77,7 +77,8 @@ def run(cfg) -> dict:
     if sc.shard_size < 1:
         raise ValueError(f"sample.shard_size must be >= 1, got {sc.shard_size}")
     out = Path(sc.output_dir)
-    semantic = {k: v for k, v in artifacts.to_plain(sc).items() if k not in ("output_dir", "input")}
+    # processes only changes how fast the same samples come (each batch has its own seed): not part of the key
+    semantic = {k: v for k, v in artifacts.to_plain(sc).items() if k not in ("output_dir", "input", "processes")}
     model_id = str(Path(sc.model_path).expanduser().resolve()) if Path(sc.model_path).expanduser().exists() \
         else sc.model_path
     fp = artifacts.fingerprint({**semantic, "model_path": model_id, "seed": int(cfg.seed)}, [sc.input])

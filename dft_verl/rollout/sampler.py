@@ -89,6 +89,34 @@ def _generation_config(params: SamplingParams, max_new_tokens: int, eos_ids: Seq
     )
 
 
+def prefill_shared_prompts(model, ids: torch.Tensor, mask: torch.Tensor):
+    """KV cache of a left-padded batch's prompts, all but their last token, each distinct row computed once.
+
+    The rows of one prompt (its n samples) get copies of that prompt's keys and values (``Cache.reorder_cache``
+    with repeated indices), so the prefill costs (distinct prompts / rows) of a full one. Position ids follow
+    ``generate``'s rule for padded batches (``cumsum(mask) - 1``, 0 on padding), so ``generate`` continuing from
+    this cache sees the same keys and values as after its own prefill. None when no row repeats another.
+    """
+    from transformers import DynamicCache
+
+    slot: dict[tuple, int] = {}  # distinct row (ids and mask) -> its index among the distinct rows
+    keep, index = [], []  # first row of each distinct one; each row's distinct index
+    for i, row in enumerate(torch.cat([ids, mask], dim=1).tolist()):
+        if tuple(row) not in slot:
+            slot[tuple(row)] = len(keep)
+            keep.append(i)
+        index.append(slot[tuple(row)])
+    if len(keep) == len(index) or ids.shape[1] < 2:
+        return None
+    u_ids, u_mask = ids[keep, :-1], mask[keep, :-1]
+    positions = (u_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    model(input_ids=u_ids, attention_mask=u_mask, position_ids=positions, past_key_values=cache, use_cache=True,
+          logits_to_keep=1)
+    cache.reorder_cache(torch.tensor(index, device=ids.device))
+    return cache
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -98,11 +126,13 @@ def sample(
     eos_ids: Sequence[int],
     pad_id: int,
     generator_seed: Optional[int] = None,
+    share_prompt_prefill: bool = False,
 ) -> list[Completion]:
     """Complete every prompt (token ids) once; ``max_tokens[i]`` new tokens at most for prompt i.
 
     One ``model.generate`` call over the left-padded batch (callers choose the batch size).
-    ``generator_seed`` seeds torch's global RNG first, for reproducible sampling.
+    ``generator_seed`` seeds torch's global RNG first, for reproducible sampling. ``share_prompt_prefill``:
+    repeated prompts (n samples of one question) are prefilled once (``prefill_shared_prompts``); same tokens.
     """
     if len(prompts) != len(max_tokens):
         raise ValueError(f"{len(prompts)} prompts but {len(max_tokens)} max_tokens")
@@ -123,11 +153,14 @@ def sample(
         torch.manual_seed(generator_seed)
     eos_ids = list(dict.fromkeys([*eos_ids, *params.stop_token_ids]))
     config = _generation_config(params, max(max_tokens), eos_ids, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    cache = prefill_shared_prompts(model, ids, mask) if share_prompt_prefill else None
     # transformers fills every setting left unset from model.generation_config (a checkpoint's top_k=50, say):
     # give it library defaults for the call, so only the parameters above apply.
     checkpoint_defaults, model.generation_config = model.generation_config, GenerationConfig()
     try:
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                             **({"past_key_values": cache} if cache is not None else {}))
     finally:
         model.generation_config = checkpoint_defaults
     new = out.sequences[:, width:].cpu()

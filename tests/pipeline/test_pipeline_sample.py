@@ -57,3 +57,19 @@ def test_bad_rl_parquet_names_the_field(tmp_path, tiny_chat):
                   "reward_model": [{"style": "rule"}]}).to_parquet(bad)
     with pytest.raises(ValueError, match="row 0: field reward_model.ground_truth"):
         sample.run(_cfg(tmp_path, tiny_chat, f"sample.input={bad}"))
+
+
+def test_processes_give_the_same_samples_and_keep_a_finished_run(tmp_path, tiny_chat):
+    """sample.processes=2 (6 one-sequence batches over two workers) writes the one-process samples, and it is not
+    part of the stage's key: changing only it keeps the finished stage."""
+    write_jsonl(tmp_path / "gsm8k.jsonl", GSM8K_ROWS)
+    base = ("sample.batch_size=1", "sample.shard_size=3")
+    cfg = _cfg(tmp_path, tiny_chat, *base)
+    prepare.run(cfg)
+    sample.run(cfg)
+    one = tmp_path / "run/sample/samples.parquet"
+    sample.run(_cfg(tmp_path, tiny_chat, *base, "sample.processes=2", f"sample.output_dir={tmp_path / 'p2'}"))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "p2/samples.parquet"), pd.read_parquet(one))
+    mtime = os.stat(one).st_mtime_ns
+    sample.run(_cfg(tmp_path, tiny_chat, *base, "sample.processes=2"))
+    assert os.stat(one).st_mtime_ns == mtime

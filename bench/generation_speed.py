@@ -1,0 +1,211 @@
+"""Speed of the hf generation backend on CPU: processes x threads x batch size, against a matmul bound.
+
+Same model, prompts (the demo's arithmetic questions, `dft_verl.prompts.build_prompt`), sampling (n per prompt,
+temperature 1.0, seed 0) and token budget for every configuration, measured side by side in one run:
+
+    config P x T, batch B   ``dft_verl.generation.generate(..., batch_size=B, processes=P)``, T = cores / P torch
+                            threads; wall time of the whole call (P > 1 includes spawning the workers and their
+                            model load, as a user pays it; P = 1 reuses the model the warm-up loaded)
+    tokens/s                generated tokens (each response re-tokenized, +1 for the EOS of one shorter than the
+                            budget) / wall seconds
+    same samples            P > 1 returned exactly the P = 1 texts at that batch size
+    bound                   decode-step matmuls only: measured fp32 GFLOP/s of ``F.linear`` over the model's own
+                            weight shapes at [B, in] inputs, P processes at once (P x T = cores), divided by
+                            2 x (weights in those matmuls) FLOPs per token (~2 x parameters: the tied lm_head is
+                            counted, the embedding lookup is not). Attention over <= ~130 positions adds ~3%
+                            and is left out, so the bound is a little optimistic
+    prefill share           time of one full prefill forward (the batch's left-padded prompts, cache built) /
+                            time per batch of the P = 1 run (which prefills each prompt once). Prefilling each prompt once and expanding its KV cache
+                            n times (what generate does) saves at most (1 - 1/n) x that share
+    prefill once            ``rollout.sampler.sample`` over the first --compare-sequences sequences in batches of B,
+                            one process: wall time with ``share_prompt_prefill`` off / on, and whether the tokens
+                            are the same
+
+    python bench/generation_speed.py                  # SmolLM2-135M-Instruct if converted (dft-verl demo), else tiny
+    python bench/generation_speed.py --sequences 128 --n 4 --max-new-tokens 64 --batches 16,32,64 --processes 1,2
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (read once, at OpenMP start-up)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+
+def default_model() -> str:
+    from dft_verl.demo.smollm2 import default_model_dir, is_converted
+
+    path = default_model_dir()
+    if is_converted(path):
+        return str(path)
+    from dft_verl.tiny import build_tiny_model
+
+    return build_tiny_model("/tmp/dft_verl_bench/tiny")
+
+
+def linear_weights(model_path: str):
+    """Weights of every matmul a decode step runs (nn.Linear layers and the output head), as [out, in] tensors."""
+    import torch
+
+    from dft_verl.generation import load_hf
+
+    model, _ = load_hf(model_path)
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return weights
+
+
+def matmul_rate(model_path: str, threads: int, batches: list[int], seconds: float, barrier) -> dict[int, float]:
+    """fp32 GFLOP/s of ``F.linear`` at [B, in] inputs over the model's weights, per batch size B (in a worker)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    weights = linear_weights(model_path)
+    flops_per_row = 2 * sum(w.numel() for w in weights)
+    rates = {}
+    for b in batches:
+        xs = [torch.randn(b, w.shape[1]) for w in weights]
+        for x, w in zip(xs, weights):  # warm-up
+            torch.nn.functional.linear(x, w)
+        barrier.wait()  # the P processes measure at the same time, sharing memory bandwidth as in decoding
+        steps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for x, w in zip(xs, weights):
+                torch.nn.functional.linear(x, w)
+            steps += 1
+        rates[b] = steps * b * flops_per_row / (time.perf_counter() - t0) / 1e9
+    return rates
+
+
+def concurrent_matmul_rate(model_path: str, processes: int, threads: int, batches: list[int], seconds: float):
+    """Sum over ``processes`` spawned workers (measuring together) of their GFLOP/s, per batch size."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Manager().Barrier(processes)
+    with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
+        parts = [f.result() for f in [pool.submit(matmul_rate, model_path, threads, batches, seconds, barrier)
+                                      for _ in range(processes)]]
+    return {b: sum(p[b] for p in parts) for b in batches}
+
+
+def generated_tokens(tokenizer, responses: list[list[str]], budget: int) -> int:
+    total = 0
+    for row in responses:
+        for text in row:
+            total += min(budget, len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1)
+    return total
+
+
+def prefill_seconds(model, tokenizer, prompts, n: int, batch: int, repeats: int = 3) -> float:
+    """Best-of time of one prefill forward over a batch of ``batch`` sequences (prompts repeated n times)."""
+    import torch
+
+    from dft_verl.generation import chat_texts
+
+    texts = [t for t in chat_texts(tokenizer, prompts) for _ in range(n)][:batch]
+    enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(**enc, use_cache=True)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int):
+    """(seconds with a full prefill, seconds with each prompt prefilled once, same tokens?) over ``sequences``."""
+    from dft_verl.generation import batch_seed, chat_texts
+    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
+
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
+    seqs = [ids[i] for i in range(len(ids)) for _ in range(n)][:sequences]
+    eos = eos_token_ids(model.generation_config, tokenizer)
+    seconds, tokens = {}, {}
+    for shared in (False, True):
+        t0 = time.perf_counter()
+        tokens[shared] = [c.token_ids for b, s in enumerate(range(0, len(seqs), batch))
+                          for c in sample(model, seqs[s : s + batch], [max_new] * len(seqs[s : s + batch]),
+                                          SamplingParams(temperature=1.0), eos, tokenizer.pad_token_id,
+                                          generator_seed=batch_seed(0, b), share_prompt_prefill=shared)]
+        seconds[shared] = time.perf_counter() - t0
+    return seconds[False], seconds[True], tokens[False] == tokens[True]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None)
+    p.add_argument("--sequences", type=int, default=128, help="prompts x n")
+    p.add_argument("--n", type=int, default=4, help="samples per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batches", default="16,32,64")
+    p.add_argument("--processes", default="1,2")
+    p.add_argument("--matmul-seconds", type=float, default=3.0, help="time per matmul measurement")
+    p.add_argument("--compare-sequences", type=int, default=64,
+                   help="sequences of the prefill-once comparison (0: skip it)")
+    args = p.parse_args()
+
+    from dft_verl.demo.tasks import make_problems
+    from dft_verl.generation import cpu_cores, generate, load_hf
+    from dft_verl.prompts import build_prompt
+
+    load = [os.getloadavg()[0]]
+    model_path = args.model or default_model()
+    batches = [int(b) for b in args.batches.split(",")]
+    procs = [int(x) for x in args.processes.split(",")]
+    cores = cpu_cores()
+    prompts = [build_prompt(r["question"]) for r in make_problems(args.sequences // args.n, 0)]
+    model, tokenizer = load_hf(model_path)
+    weights = sum(w.numel() for w in linear_weights(model_path))
+    kw = dict(n=args.n, temperature=1.0, max_new_tokens=args.max_new_tokens, seed=0, progress=False)
+    generate(model_path, prompts[:1], **{**kw, "n": 1, "max_new_tokens": 2})  # warm-up: first-call allocations
+
+    t0 = time.perf_counter()  # workers' start-up: spawn, imports, model load, one tiny batch
+    generate(model_path, prompts[:1], batch_size=1, processes=2, **{**kw, "n": 2, "max_new_tokens": 1})
+    startup = time.perf_counter() - t0
+
+    rates = {pr: concurrent_matmul_rate(model_path, pr, max(1, cores // pr), batches, args.matmul_seconds)
+             for pr in procs}
+    prefill = {b: prefill_seconds(model, tokenizer, prompts, args.n, b) for b in batches}
+    n_prompts = len(prompts)
+    print(f"model {model_path} ({weights / 1e6:.1f}M weights in matmuls, fp32); {n_prompts} prompts x n={args.n} "
+          f"= {n_prompts * args.n} sequences, <= {args.max_new_tokens} new tokens, T=1.0; {cores} cores; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print("matmul GFLOP/s at decode shapes (all processes together): " + "; ".join(
+        f"{pr} x {max(1, cores // pr)}: " + ", ".join(f"B={b} {rates[pr][b]:.1f}" for b in batches) for pr in procs))
+    print(f"worker start-up (spawn, imports, model load; paid once per generate call with P > 1): {startup:.1f} s")
+    print(f"{'P x T':>6} {'batch':>5} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'vs base':>7} {'bound':>7} "
+          f"{'of bound':>8} {'same':>5} {'prefill':>8} {'load':>5}", flush=True)
+    texts, base = {}, None
+    for b in batches:
+        for pr in procs:
+            t0 = time.perf_counter()
+            out = generate(model_path, prompts, batch_size=b, processes=pr, **kw)
+            wall = time.perf_counter() - t0
+            texts[pr, b] = out
+            tokens = generated_tokens(tokenizer, out, args.max_new_tokens)
+            rate = tokens / wall
+            base = base or rate  # the first configuration: procs[0] processes, batches[0]
+            bound = rates[pr][b] * 1e9 / (2 * weights)
+            same = "-" if pr == procs[0] else ("yes" if out == texts[procs[0], b] else "NO")
+            share = f"{prefill[b] / (wall / -(-n_prompts * args.n // b)):.0%}" if pr == 1 else ""
+            print(f"{pr:>2} x {max(1, cores // pr):<2} {b:>5} {tokens:>7} {wall:>7.1f} {rate:>7.1f} {rate / base:>6.2f}x "
+                  f"{bound:>7.0f} {rate / bound:>8.0%} {same:>5} {share:>8} {os.getloadavg()[0]:>5.2f}", flush=True)
+    print("prefill s per batch (P=1): " + ", ".join(f"B={b} {prefill[b]:.2f}" for b in batches)
+          + f"; prefill-once with n={args.n} saves at most {1 - 1 / args.n:.0%} of the prefill share", flush=True)
+    once = {b: prefill_once_times(model, tokenizer, prompts, args.n, b, args.max_new_tokens, args.compare_sequences)
+            for b in batches if args.compare_sequences > 0}
+    print(f"prefill once, 1 process, {args.compare_sequences} sequences: " + "; ".join(
+        f"B={b} {full:.1f} s -> {shared:.1f} s ({full / shared:.2f}x, same tokens: {'yes' if same else 'NO'})"
+        for b, (full, shared, same) in once.items()))
+    load.append(os.getloadavg()[0])
+    print(f"baseline: {procs[0]} process(es), batch {batches[0]}; load average {load[0]:.2f} -> {load[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
