@@ -109,6 +109,11 @@ def test_verl_generation_overrides_compose_with_verls_config(tmp_path):
 MANY = [build_prompt(f"What is {i} + {i} ?") for i in range(5)]
 
 
+def generate_workers() -> list:
+    """This process's live generate workers (other children, e.g. the judge's pool from earlier tests, excluded)."""
+    return [c for c in multiprocessing.active_children() if c.name.startswith("dft_verl-generate-")]
+
+
 def test_processes_give_the_same_samples_as_one_process(tiny_chat):
     """5 prompts x n=3 in batches of 4: four batches (the last one short) over two spawned workers, reassembled
     in order. Every batch has its own seed, so the text equals the one-process run's, sample for sample."""
@@ -117,7 +122,7 @@ def test_processes_give_the_same_samples_as_one_process(tiny_chat):
     two = generate(tiny_chat, MANY, processes=2, **kw)
     assert two == one
     assert len({s for row in one for s in row}) == 15  # distinct samples, so a mix-up of order would show
-    assert multiprocessing.active_children() == []
+    assert generate_workers() == []
 
 
 def test_worker_failure_names_the_stage_and_leaves_no_process(tiny_chat, tmp_path):
@@ -127,15 +132,15 @@ def test_worker_failure_names_the_stage_and_leaves_no_process(tiny_chat, tmp_pat
     (broken / "model.safetensors").unlink()
     with pytest.raises(RuntimeError, match=r"worker failed in loading the model \(.*no-weights\)"):
         generate(str(broken), MANY, n=2, max_new_tokens=4, batch_size=2, processes=2, progress=False)
-    assert multiprocessing.active_children() == []
+    assert generate_workers() == []
 
 
 def test_killed_workers_are_reported_not_waited_for(tiny_chat):
     def kill_workers():
         deadline = time.monotonic() + 120
-        while len(multiprocessing.active_children()) < 2 and time.monotonic() < deadline:
+        while len(generate_workers()) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        for child in multiprocessing.active_children():
+        for child in generate_workers():
             os.kill(child.pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_workers, daemon=True)
@@ -143,7 +148,7 @@ def test_killed_workers_are_reported_not_waited_for(tiny_chat):
     with pytest.raises(RuntimeError, match=r"dft_verl-generate-\d \(pid \d+\) exit code -9"):
         generate(tiny_chat, MANY, n=2, max_new_tokens=4, batch_size=2, processes=2, progress=False)
     killer.join()
-    assert multiprocessing.active_children() == []
+    assert generate_workers() == []
 
 
 def test_processes_need_the_hf_backend():
