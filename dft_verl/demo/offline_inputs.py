@@ -21,10 +21,17 @@ from pathlib import Path
 from dft_verl.benchmarks import BENCHMARKS
 
 
+def write_bench(test_file, target: Path) -> Path:
+    """A task split (question, answer) as a benchmark file in dft_verl.eval's local layout (problem, answer)."""
+    from dft_verl.demo.tasks import read_task_file, write_jsonl
+
+    return write_jsonl([{"problem": r["question"], "answer": r["answer"]} for r in read_task_file(test_file)], target)
+
+
 def write_inputs(task_dir: Path, n_train: int, n_test: int, seed: int = 0, families: tuple[str, ...] = ("add",),
                  bench_dir: Path | None = None, bench: str = "math500", tiny_model: Path | None = None) -> list[str]:
     """Write what is missing; return a line per output ("wrote ..." or "exists ...")."""
-    from dft_verl.demo.tasks import read_task_file, write_jsonl, write_task
+    from dft_verl.demo.tasks import read_task_file, write_task
 
     if bench not in BENCHMARKS:
         raise ValueError(f"--bench {bench!r}: dft_verl.eval knows only {list(BENCHMARKS)}")
@@ -40,7 +47,7 @@ def write_inputs(task_dir: Path, n_train: int, n_test: int, seed: int = 0, famil
         if target.is_file():
             done.append(f"exists {target}")
         else:
-            write_jsonl([{"problem": r["question"], "answer": r["answer"]} for r in read_task_file(test)], target)
+            write_bench(test, target)
             done.append(f"wrote {target}")
     if tiny_model is not None:
         if (tiny_model / "config.json").is_file():

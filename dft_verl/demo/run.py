@@ -33,6 +33,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dft_verl.report import ROWS
+
 logger = logging.getLogger("dft_verl.demo")
 
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -40,7 +42,7 @@ RECIPES_DIR = CONFIG_DIR.parents[1] / "recipes" / "table3"
 DONE = "_demo_done.json"
 RECIPES_MARKER = "_demo_recipes.json"
 BENCH = "math500"  # the column the held-out questions fill (dft_verl.eval reads <out>/bench/math500/test.jsonl)
-ALL_ROWS = ("base", "sft", "iw_sft_sft", "dft_sft", "dpo", "rft", "ppo", "grpo", "iw_sft_offline", "dft_offline")
+ALL_ROWS = tuple(row.key for row in ROWS)  # the Table-3 rows in table order (their one definition: dft_verl.report)
 PRESETS = ("cpu-small", "cpu-tiny")
 # Recipe variables the demo sets itself (the folders, the model and the task it made)
 OWN_VARIABLES = ("PRESET", "RUNS_DIR", "DATA_DIR", "CKPT_DIR", "MODEL_PATH", "DATA_SOURCE", "DATA_GENERATE_TRAIN",
@@ -183,6 +185,7 @@ class Demo:
 
     def task(self) -> dict[str, Path]:
         """The questions: task/{train,test,format}.jsonl and bench/math500/test.jsonl (problem, answer)."""
+        from dft_verl.demo.offline_inputs import write_bench
         from dft_verl.demo.tasks import make_problems, read_task_file, split_rows, write_jsonl, write_task
 
         tc = self.cfg.task
@@ -210,8 +213,7 @@ class Demo:
                 write_jsonl(make_problems(n_format, int(self.cfg.seed) + 2, tuple(tc.families)), files["format"])
         else:
             write_task(folder, int(tc.n_train), int(tc.n_test), int(self.cfg.seed), tuple(tc.families), n_format)
-        write_jsonl([{"problem": r["question"], "answer": r["answer"]} for r in read_task_file(files["test"])],
-                    files["bench"])
+        write_bench(files["test"], files["bench"])
         write_json({"fingerprint": fp, "files": {k: str(v) for k, v in files.items()}}, folder / DONE)
         logger.info("task: %s", ", ".join(str(p) for p in files.values()))
         return files
