@@ -7,6 +7,7 @@ import pytest
 
 from dft_verl.demo.summary import (build_rows, questions_for_half_width, row_record, seconds_per_row, seed_spread,
                                    sizing_line, spread_markdown, to_markdown)
+from dft_verl.report import collect
 
 
 def _write_eval(runs, row, correct: list[list[bool]], reasons: list[list[str]]):
@@ -31,7 +32,7 @@ def test_rows_deltas_answered_rate_and_markdown(tmp_path):
                 [["ok", "ok"], ["ok", "wrong"], ["wrong", "empty_response"], ["ok", "ok"]])
     # timings.tsv: dft_offline ran twice (an interrupted run, then the resume): 300 + 40 s
     (tmp_path / "timings.tsv").write_text("base\t12\tT1\ndft_offline\t300\tT1\ndft_offline\t40\tT2\n")
-    b, d = build_rows(tmp_path, seconds_per_row(tmp_path))
+    b, d = build_rows(collect(tmp_path), tmp_path, seconds_per_row(tmp_path))
     # per-question accuracies (0.5, 0, 0, 1) and (1, 0.5, 0, 1): means 37.5% and 62.5%
     assert (b["row"], d["row"]) == ("base", "dft_offline")
     assert b["avg_at_k"] == pytest.approx(37.5) and d["avg_at_k"] == pytest.approx(62.5)

@@ -47,10 +47,11 @@ def seconds_per_row(out: Path) -> dict[str, int]:
     return total
 
 
-def build_rows(out: Path, row_seconds: dict[str, int]) -> list[dict]:
-    """One record per Table-3 row with results, in table order; Δ base in points; seconds from ``row_seconds``."""
+def build_rows(table: list, out: Path, row_seconds: dict[str, int]) -> list[dict]:
+    """One record per row of ``table`` (dft_verl.report.collect(out)) with results, in table order; Δ base in
+    points; seconds from ``row_seconds``."""
     records = []
-    for row, results in collect(out):
+    for row, results in table:
         if results is None:
             continue
         rec = row_record(row.key, results, out / row.key / "eval" / "results.json")
@@ -147,8 +148,8 @@ def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[s
     """Write report/summary.md and summary.json under ``out`` (``seed_dirs``: the RUNS_DIR of each training seed,
     for the spread); print the markdown; return the summary dict."""
     out = Path(out)
-    records = build_rows(out, seconds_per_row(out))
     table = collect(out)
+    records = build_rows(table, out, seconds_per_row(out))
     comparisons = paired_comparisons(table)
     verify = _stats(out / "data" / "verify" / "verify_stats.json")
     filt = _stats(out / "data" / "filter" / "filter_stats.json")
