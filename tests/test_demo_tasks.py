@@ -61,6 +61,17 @@ def test_generation_is_seeded_and_splits_are_disjoint(tmp_path):
     assert len({r["question"] for r in train}) == 30
 
 
+def test_a_larger_held_out_split_extends_the_smaller_and_changes_nothing_trained(tmp_path):
+    small = tasks.write_task(tmp_path / "s", n_train=20, n_test=8, seed=3, n_format=6)
+    large = tasks.write_task(tmp_path / "l", n_train=20, n_test=30, seed=3, n_format=6)
+    for split in ("train", "format"):
+        assert small[split].read_bytes() == large[split].read_bytes(), split
+    s_test, l_test = (f["test"].read_text().splitlines() for f in (small, large))
+    assert len(l_test) == 30 and l_test[:8] == s_test
+    used = {json.loads(x)["question"] for f in ("train", "format") for x in large[f].read_text().splitlines()}
+    assert not used & {json.loads(x)["question"] for x in l_test}
+
+
 def test_prepare_stage_reads_the_task_files(tmp_path):
     from dft_verl.pipeline import artifacts, prepare
 

@@ -184,37 +184,49 @@ class Demo:
     # ------------------------------------------------------------------ task
 
     def task(self) -> dict[str, Path]:
-        """The questions: task/{train,test,format}.jsonl and bench/math500/test.jsonl (problem, answer)."""
+        """The questions: task/{train,test,format}.jsonl and bench/math500/test.jsonl (problem, answer).
+
+        A changed task config writes the new files into task.new/ first; they replace task/ and bench/ only once
+        ``check_outputs`` accepts them against the rows already in ``out``."""
         from dft_verl.demo.offline_inputs import write_bench
         from dft_verl.demo.tasks import make_problems, read_task_file, split_rows, write_jsonl, write_task
 
         tc = self.cfg.task
         n_format = int(self.cfg.warmup.n_questions)
         folder = self.out / "task"
-        files = {"train": folder / "train.jsonl", "test": folder / "test.jsonl",
-                 "bench": self.out / "bench" / BENCH / "test.jsonl"}
+        names = {"train": "train.jsonl", "test": "test.jsonl", "bench": f"bench/{BENCH}/test.jsonl"}
         if n_format:
-            files["format"] = folder / "format.jsonl"
+            names["format"] = "format.jsonl"
+        files = {k: folder / v if k != "bench" else self.out / v for k, v in names.items()}
         inputs = {k: _file_id(tc[f"{k}_file"]) for k in ("train", "test") if tc[f"{k}_file"]}
         fp = fingerprint({"task": _plain(tc), "n_format": n_format, "seed": int(self.cfg.seed), "inputs": inputs})
-        if read_marker(folder / DONE, fp, bool(self.cfg.overwrite), lambda: shutil.rmtree(folder)) \
+        marker = folder / DONE
+        if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fp \
                 and all(p.is_file() for p in files.values()):
             self._skip("task", folder)
             return files
+        staging = self.out / "task.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        new = {k: staging / v for k, v in names.items()}
         if tc.train_file:
             train = read_task_file(tc.train_file)
             if tc.test_file:
                 test = read_task_file(tc.test_file)
             else:
                 train, test = split_rows(train, int(tc.n_test), int(self.cfg.seed))
-            write_jsonl(train, files["train"])
-            write_jsonl(test, files["test"])
+            write_jsonl(train, new["train"])
+            write_jsonl(test, new["test"])
             if n_format:  # the warm-up teaches the answer format, on generated problems whatever the task
-                write_jsonl(make_problems(n_format, int(self.cfg.seed) + 2, tuple(tc.families)), files["format"])
+                write_jsonl(make_problems(n_format, int(self.cfg.seed) + 2, tuple(tc.families)), new["format"])
         else:
-            write_task(folder, int(tc.n_train), int(tc.n_test), int(self.cfg.seed), tuple(tc.families), n_format)
-        write_bench(files["test"], files["bench"])
-        write_json({"fingerprint": fp, "files": {k: str(v) for k, v in files.items()}}, folder / DONE)
+            write_task(staging, int(tc.n_train), int(tc.n_test), int(self.cfg.seed), tuple(tc.families), n_format)
+        write_bench(new["test"], new["bench"])
+        self.check_outputs(new)  # raises here, before task/ and bench/ change, when the rows must not be touched
+        for key, path in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new[key], path)
+        shutil.rmtree(staging)
+        write_json({"fingerprint": fp, "files": {k: str(v) for k, v in files.items()}}, marker)
         logger.info("task: %s", ", ".join(str(p) for p in files.values()))
         return files
 
@@ -304,15 +316,41 @@ class Demo:
         for name in ("timings.tsv", "report.log"):
             (self.out / name).unlink(missing_ok=True)
 
+    def _clear_evaluations(self) -> None:
+        """Every row's evaluation (main run and seeds) and the report: the trained checkpoints stay."""
+        for runs in (self.out, *sorted((self.out / "seeds").glob("*"))):
+            for row in ALL_ROWS:
+                shutil.rmtree(runs / row / "eval", ignore_errors=True)
+                (runs / row / "eval.log").unlink(missing_ok=True)
+        shutil.rmtree(self.out / "report", ignore_errors=True)
+        (self.out / "report.log").unlink(missing_ok=True)
+
     def check_outputs(self, task_files: dict[str, Path]) -> None:
-        """Refuse (or with overwrite clear) recipe outputs made from another model, task, warm-up or settings."""
-        fp = fingerprint({"model": _model_id(self.raw_model), "task": json.loads((self.out / "task" / DONE)
-                                                                                 .read_text())["fingerprint"],
-                          "warmup": _plain(self.cfg.warmup), "preset": str(self.cfg.preset),
-                          "recipe_env": _plain(self.cfg.recipe_env)})
+        """Refuse (or with overwrite clear) recipe outputs made from other inputs. Two fingerprints: what the rows
+        are trained from (model, training and format questions, warm-up, preset, recipe variables) and what they are
+        evaluated on (the held-out questions, the EVAL_* and TOKEN_PROBS variables). When only the second changed,
+        overwrite clears the evaluations alone: the trained rows are evaluated again, not retrained."""
+        env = {str(k): v for k, v in _plain(self.cfg.recipe_env).items()}
+        evaluation = {k: v for k, v in env.items() if _is_eval_variable(k)}
+        train_fp = fingerprint({"model": _model_id(self.raw_model), "warmup": _plain(self.cfg.warmup),
+                                "preset": str(self.cfg.preset),
+                                "recipe_env": {k: v for k, v in env.items() if k not in evaluation},
+                                "questions": {k: _sha256(p) for k, p in task_files.items() if k in ("train", "format")}})
+        eval_fp = fingerprint({"held_out": _sha256(task_files["test"]), "recipe_env": evaluation})
         marker = self.out / RECIPES_MARKER
-        if read_marker(marker, fp, bool(self.cfg.overwrite), self._clear_recipe_outputs) is None:
-            write_json({"fingerprint": fp}, marker)
+        done = json.loads(marker.read_text()) if marker.is_file() else None
+        if done and done.get("fingerprint") == train_fp and done.get("eval_fingerprint") == eval_fp:
+            return
+        if done and done.get("fingerprint") == train_fp:
+            if not self.cfg.overwrite:
+                raise RuntimeError(f"{self.out} holds rows evaluated on other held-out questions or evaluation "
+                                   "settings (same training inputs); overwrite=true evaluates the trained rows again "
+                                   "(nothing is retrained), or use another --out")
+            logger.info("held-out questions or evaluation settings changed: clearing every row's evaluation")
+            self._clear_evaluations()
+        elif done:
+            read_marker(marker, train_fp, bool(self.cfg.overwrite), self._clear_recipe_outputs)
+        write_json({"fingerprint": train_fp, "eval_fingerprint": eval_fp}, marker)
 
     def rows(self, task_files: dict[str, Path]) -> dict[str, int]:
         """``run_all.sh data <rows>`` at the preset's sizes from the base model (SEED=0), then the trained rows again
@@ -349,7 +387,7 @@ class Demo:
         t0 = time.perf_counter()
         self._stage("model", self.model)
         task_files = self._stage("task", self.task)
-        self.check_outputs(task_files)
+        self.check_outputs(task_files)  # recipe_env may have changed with the task unchanged
         self._stage("warmup", lambda: self.warmup(task_files))
         self._stage("rows", lambda: self.rows(task_files))
         self.timings["total"] = round(time.perf_counter() - t0, 1)
@@ -368,10 +406,18 @@ def _model_id(path: str) -> dict:
     return {"path": str(folder.resolve()), "weights": stats}
 
 
+def _is_eval_variable(name: str) -> bool:
+    """Recipe variables that change only how rows are evaluated, never how they are trained."""
+    return name in ("EVAL", "TOKEN_PROBS") or name.startswith("EVAL_")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _file_id(path) -> dict:
     """Identity of an input file for fingerprints: resolved path and sha256 of its bytes."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
-    h = hashlib.sha256(p.read_bytes()).hexdigest()
-    return {"path": str(p.resolve()), "sha256": h}
+    return {"path": str(p.resolve()), "sha256": _sha256(p)}

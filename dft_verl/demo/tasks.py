@@ -143,15 +143,18 @@ def write_task(out_dir: str | os.PathLike, n_train: int, n_test: int, seed: int 
                families: tuple[str, ...] = DEFAULT_FAMILIES, n_format: int = 0) -> dict[str, Path]:
     """Write `train.jsonl`, `test.jsonl` (and `format.jsonl` when n_format > 0) under `out_dir`; return their paths.
 
-    No question appears in two files. train/test do not depend on n_format (format is drawn last)."""
+    No question appears in two files. The held-out split is drawn last: train and format do not depend on n_test,
+    and a larger n_test extends a smaller one (the same first questions), so growing the held-out set changes only
+    what is evaluated, never what is trained."""
     train = make_problems(n_train, seed, families)
-    test = make_problems(n_test, seed + 1, families, exclude={r["question"] for r in train})
+    used = {r["question"] for r in train}
     out_dir = Path(out_dir)
-    paths = {"train": write_jsonl(train, out_dir / "train.jsonl"), "test": write_jsonl(test, out_dir / "test.jsonl")}
+    paths = {"train": write_jsonl(train, out_dir / "train.jsonl")}
     if n_format > 0:
-        used = {r["question"] for r in train + test}
         rows = make_problems(n_format, seed + 2, families, exclude=used)
+        used |= {r["question"] for r in rows}
         paths["format"] = write_jsonl(rows, out_dir / "format.jsonl")
+    paths["test"] = write_jsonl(make_problems(n_test, seed + 1, families, exclude=used), out_dir / "test.jsonl")
     return paths
 
 

@@ -36,6 +36,8 @@ SAMPLE_MAX_NEW_TOKENS=${SAMPLE_MAX_NEW_TOKENS:-2048}
 SAMPLE_BACKEND=${SAMPLE_BACKEND:-verl}
 # hf/vllm backends: sequences per generate call (empty: the pipeline's default)
 SAMPLE_BATCH_SIZE=${SAMPLE_BATCH_SIZE:-}
+# hf backend: processes the batches are spread over (cores/processes threads each; the same samples as one)
+SAMPLE_PROCESSES=${SAMPLE_PROCESSES:-}
 # Judge answers in Ray tasks (true) or a local process pool (false); judge processes (empty: all CPUs)
 VERIFY_USE_RAY=${VERIFY_USE_RAY:-true}
 VERIFY_NUM_WORKERS=${VERIFY_NUM_WORKERS:-}
@@ -74,6 +76,9 @@ if [[ "$build_model" == smollm2 ]]; then
 fi
 if [[ -n "$SAMPLE_BATCH_SIZE" ]]; then
     extra_args+=("sample.batch_size=$SAMPLE_BATCH_SIZE")
+fi
+if [[ -n "$SAMPLE_PROCESSES" ]]; then
+    extra_args+=("sample.processes=$SAMPLE_PROCESSES")
 fi
 if [[ -n "$VERIFY_NUM_WORKERS" ]]; then
     extra_args+=("verify.num_workers=$VERIFY_NUM_WORKERS")
