@@ -176,6 +176,35 @@ def test_more_seeds_retrain_the_rows_and_give_their_spread(demo_run):
     assert "Spread across training seeds" in (out / "report" / "summary.md").read_text()
 
 
+def test_a_larger_held_out_set_is_evaluated_without_retraining(demo_run):
+    """task.n_test grows: refused without overwrite (nothing touched); with it, the trained rows' evaluations alone
+    are redone on the larger set, whose first questions are the old ones, and no checkpoint or training log changes."""
+    out, model, _ = demo_run
+    rows = ["base", "sft", "dft_sft"]
+    bench = out / "bench" / "math500" / "test.jsonl"
+    old_bench = bench.read_text().splitlines()
+    kept = {k: v for k, v in _files(out).items() if k.startswith(("checkpoints/", "warmup/", "data/", "task/train",
+                                                                  "task/format"))
+            or k.endswith(("train.log", "train.done"))}
+    with pytest.raises(RuntimeError, match="evaluates the trained rows again"):
+        run_cli(out, model, "task.n_test=12", f"rows=[{','.join(rows)}]")
+    assert bench.read_text().splitlines() == old_bench and not (out / "task.new").exists()
+
+    summary = run_cli(out, model, "task.n_test=12", f"rows=[{','.join(rows)}]", "overwrite=true",
+                      "recipe_env.EVAL_EVERY_CHECKPOINT=0")
+    new_bench = bench.read_text().splitlines()
+    assert len(new_bench) == 12 and new_bench[:N_TEST] == old_bench
+    after = _files(out)
+    assert {k: after.get(k) for k in kept} == kept  # nothing trained was touched
+    for row in rows:
+        res = json.loads((out / row / "eval" / "results.json").read_text())
+        assert len(res["benchmarks"]["math500"]["per_question_acc"]) == 12, row
+    for row in set(ALL_ROWS) - set(rows):  # cleared, and not evaluated again since not asked for
+        assert not (out / row / "eval").exists() and (out / row / "train.done").is_file(), row
+    assert {r["row"] for r in summary["rows"]} == set(rows)
+    assert all(r["n_questions"] == 12 for r in summary["rows"])
+
+
 def test_a_different_config_in_the_same_folder_is_refused(demo_run):
     out, model, _ = demo_run
     with pytest.raises(RuntimeError, match="different demo config"):

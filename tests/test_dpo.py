@@ -358,6 +358,27 @@ def test_training_needs_reference_columns(pairs_parquet, tokenizer):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("max_batch_tokens", [40, 4096])
+def test_batched_reference_log_probs_equal_one_sequence_forwards(tiny_model_dir, one_thread, max_batch_tokens):
+    """Right-padded batches (several of them at a 40-token budget, one at 4096; a sequence longer than the budget
+    alone) give each sequence's own forward pass, in the input order."""
+    from transformers import AutoModelForCausalLM
+
+    from dft_verl.trainer.ref_logprobs import batched_token_log_probs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    gen = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    sequences = [torch.randint(0, vocab, (n,), generator=gen) for n in (7, 19, 3, 50, 12, 19, 2)]
+    got = batched_token_log_probs(model, sequences, max_batch_tokens=max_batch_tokens)
+    for ids, lp in zip(sequences, got):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids[None]).logits[0, :-1].double(), -1)
+        expected = torch.cat([torch.zeros(1, dtype=torch.double), logp.gather(-1, ids[1:, None])[:, 0]])
+        assert lp.shape == ids.shape and lp[0] == 0
+        torch.testing.assert_close(lp.double(), expected, atol=1e-5, rtol=0)
+
+
 def test_reference_tool_matches_an_independent_computation(tiny_model_dir, tokenizer, pairs_parquet, tmp_path,
                                                             one_thread):
     """The stored sums equal log pi_ref(response | prompt) computed straight from the HF chat template

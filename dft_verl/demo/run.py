@@ -14,6 +14,10 @@ Stages, in order (each resumes: a second run skips what is finished):
     summary  report/summary.{md,json}: dft_verl.report's table, paired comparisons and ranks, plus
              wall time per stage and row and the data statistics
 
+Changed settings in a finished `out` are refused unless overwrite=true, which clears only what the change
+invalidates: a new held-out set or EVAL_* variable clears the evaluations (the trained rows are evaluated again),
+anything else every recipe output.
+
 No row's command line lives here: the recipes (recipes/table3/) are the one definition, and the demo needs
 them from a source checkout. Their output goes to recipes.log; each row's own logs are under <row>/.
 """
@@ -221,7 +225,11 @@ class Demo:
         else:
             write_task(staging, int(tc.n_train), int(tc.n_test), int(self.cfg.seed), tuple(tc.families), n_format)
         write_bench(new["test"], new["bench"])
-        self.check_outputs(new)  # raises here, before task/ and bench/ change, when the rows must not be touched
+        try:
+            self.check_outputs(new)  # raises here, before task/ and bench/ change, when the rows must not be touched
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         for key, path in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(new[key], path)

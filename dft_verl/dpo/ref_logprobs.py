@@ -5,8 +5,8 @@
 
 Each pair's two conversations are tokenised by ``DPOPairDataset``, the dataset training uses (same
 chat template, ``no_padding`` layout, ``max_length`` and ``truncation``: pass the training values),
-and one forward pass of the reference model per sequence gives
-``log pi_ref(input_ids[t] | input_ids[:t])`` (``dft_verl.trainer.ref_logprobs.token_log_probs``).
+and the reference model's forward passes (batched, ``dft_verl.trainer.ref_logprobs.batched_token_log_probs``)
+give ``log pi_ref(input_ids[t] | input_ids[:t])``.
 Added columns, per pair:
 
     ref_chosen_logp, ref_rejected_logp      sum over the response tokens (loss mask) of those log-probs, nats
@@ -22,18 +22,10 @@ import os
 
 import torch
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from dft_verl.dpo.data import REF_LOGP_KEYS, REF_TOKENS_KEYS, RESPONSE_KEYS, DPOPairDataset
 from dft_verl.pipeline.artifacts import write_parquet_atomic
-from dft_verl.trainer.ref_logprobs import token_log_probs
-
-
-def response_logp(model, sequence: dict) -> tuple[float, int]:
-    """(sum of log pi(token) over the sequence's loss-mask tokens in nats, number of those tokens)."""
-    lp = token_log_probs(model, sequence["input_ids"]).double()
-    mask = sequence["loss_mask"].to(lp.dtype)
-    return float((lp * mask).sum()), int(mask.sum())
+from dft_verl.trainer.ref_logprobs import batched_token_log_probs
 
 
 def compute_ref_logprobs(model_path: str, data, out: str, max_length: int = 2048, truncation: str = "right",
@@ -49,12 +41,15 @@ def compute_ref_logprobs(model_path: str, data, out: str, max_length: int = 2048
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device).eval()
+    sequences = [dataset.sequence(item, key) for item in range(len(dataset)) for key in RESPONSE_KEYS]
+    log_probs = batched_token_log_probs(model, [s["input_ids"] for s in sequences],
+                                        progress="reference log-probs (sequences)")
     columns = {k: [] for k in (*REF_LOGP_KEYS.values(), *REF_TOKENS_KEYS.values())}
-    for item in tqdm(range(len(dataset)), desc="reference log-probs (pairs)"):
-        for key in RESPONSE_KEYS:
-            logp, n_tokens = response_logp(model, dataset.sequence(item, key))
-            columns[REF_LOGP_KEYS[key]].append(logp)
-            columns[REF_TOKENS_KEYS[key]].append(n_tokens)
+    for j, (sequence, lp) in enumerate(zip(sequences, log_probs)):
+        key = RESPONSE_KEYS[j % len(RESPONSE_KEYS)]
+        mask = sequence["loss_mask"].double()
+        columns[REF_LOGP_KEYS[key]].append(float((lp.double() * mask).sum()))  # nats over the response tokens
+        columns[REF_TOKENS_KEYS[key]].append(int(mask.sum()))
     frame = dataset.pairs.copy()
     for key, values in columns.items():
         frame[key] = values

@@ -4,8 +4,8 @@
         --data sft.parquet --out sft_ref.parquet [--max-length 2048] [--device cuda]
 
 Each row is tokenised exactly as verl's ``MultiTurnSFTDataset`` tokenises it for training
-(same chat template, same ``no_padding`` layout), then one forward pass of the reference model
-gives ``ref_log_probs[t] = log pi_ref(input_ids[t] | input_ids[:t])`` in nats, with entry 0 = 0.0.
+(same chat template, same ``no_padding`` layout), then the reference model's forward passes (sequences of similar
+length batched, ``batched_token_log_probs``) give ``ref_log_probs[t] = log pi_ref(input_ids[t] | input_ids[:t])`` in nats, with entry 0 = 0.0.
 The output is written atomically; rerunning with an existing output does nothing.
 """
 
@@ -25,10 +25,45 @@ from dft_verl.pipeline.artifacts import write_parquet_atomic
 
 def token_log_probs(model, input_ids: torch.Tensor) -> torch.Tensor:
     """log p(input_ids[t] | input_ids[:t]) for t >= 1, with 0.0 at t = 0; input_ids is (T,)."""
-    with torch.no_grad():
-        logits = model(input_ids=input_ids[None].to(model.device)).logits[0].float()
-    lp = torch.log_softmax(logits[:-1], dim=-1).gather(-1, input_ids[1:, None].to(logits.device))[:, 0]
-    return torch.cat([torch.zeros(1, device=lp.device), lp]).cpu()
+    return batched_token_log_probs(model, [input_ids])[0]
+
+
+def batched_token_log_probs(model, sequences: list[torch.Tensor], max_batch_tokens: int = 4096,
+                            progress: str | None = None) -> list[torch.Tensor]:
+    """``token_log_probs`` of every (T_i,) sequence, in the given order, with one forward pass per batch.
+
+    Sequences are sorted by length and right-padded into batches of at most ``max_batch_tokens`` padded tokens
+    (one longer sequence goes alone). Right padding leaves each real token's causal context and position unchanged,
+    so every value equals the one-sequence forward up to float rounding. Peak extra memory: the batch's logits
+    (max_batch_tokens x vocab floats) plus one sequence's log-softmax."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    batches, batch = [], []
+    for i in order:
+        if batch and len(sequences[i]) * (len(batch) + 1) > max_batch_tokens:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    out: list[torch.Tensor | None] = [None] * len(sequences)
+    bar = tqdm(total=len(sequences), desc=progress, disable=progress is None)
+    for batch in batches:
+        width = len(sequences[batch[-1]])
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids[row, : len(sequences[i])] = sequences[i]
+            mask[row, : len(sequences[i])] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+        for row, i in enumerate(batch):
+            n = len(sequences[i])
+            lp = torch.log_softmax(logits[row, : n - 1].float(), dim=-1)
+            lp = lp.gather(-1, ids[row, 1:n, None].to(lp.device))[:, 0]
+            out[i] = torch.cat([torch.zeros(1, device=lp.device), lp]).cpu()
+        bar.update(len(batch))
+    bar.close()
+    return out
 
 
 def compute_ref_logprobs(model_path: str, data: str, out: str, max_length: int = 2048, device: str = "cpu",
@@ -47,7 +82,8 @@ def compute_ref_logprobs(model_path: str, data: str, out: str, max_length: int =
     dataset = MultiTurnSFTDataset(parquet_files=data, tokenizer=tokenizer, config=config)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
-    refs = [token_log_probs(model, dataset[i]["input_ids"]).tolist() for i in tqdm(range(len(dataset)), desc="ref log-probs")]
+    refs = [lp.tolist() for lp in batched_token_log_probs(model, [dataset[i]["input_ids"] for i in range(len(dataset))],
+                                                         progress="ref log-probs")]
     frame = pd.read_parquet(data)
     frame[REF_LOGPROBS_KEY] = refs
     write_parquet_atomic(frame, out)  # creates the output folder; never leaves a half-written file
