@@ -88,8 +88,16 @@ def test_prepare_stage_reads_the_task_files(tmp_path):
 def test_unknown_family_and_impossible_sizes_are_refused():
     with pytest.raises(ValueError, match="supported"):
         tasks.make_problems(3, 0, ("add", "division"))
-    with pytest.raises(ValueError, match="too few"):
+    with pytest.raises(ValueError, match="only 64 exist"):
         tasks.make_problems(10_000, 0, ("mul",))  # only 8 * 8 = 64 distinct products exist
+
+
+def test_an_exhausted_family_leaves_the_rotation_and_the_others_fill_the_rest():
+    rows = tasks.make_problems(150, 0, ("mul", "add"))
+    families = [r["family"] for r in rows]
+    assert families.count("mul") == 64 and families.count("add") == 86 and len({r["question"] for r in rows}) == 150
+    assert families[:100] == ["mul", "add"] * 50  # round-robin while both have questions left
+    assert tasks.make_problems(40, 0, ("mul", "add")) == rows[:40]
 
 
 def test_user_files_errors_name_file_and_line(tmp_path):

@@ -74,21 +74,29 @@ DEFAULT_FAMILIES = ("add", "sub", "mul", "word_add", "word_two")
 
 def make_problems(n: int, seed: int, families: tuple[str, ...] = DEFAULT_FAMILIES,
                   exclude: set[str] | None = None) -> list[dict]:
-    """`n` distinct problems, families taken round-robin, none of whose question is in `exclude`."""
+    """`n` distinct problems, families taken round-robin, none of whose question is in `exclude`.
+
+    A family with no unused question left (2000 draws in a row repeat one) leaves the rotation and the others fill
+    the rest; the first problems are the same whatever `n` (a larger `n` extends a smaller one)."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
         raise ValueError(f"unknown task families {unknown}; supported: {sorted(FAMILIES)}")
     rng = random.Random(seed)
     seen = set(exclude or ())
     rows: list[dict] = []
+    rotation = list(families)
     misses = 0  # consecutive draws that repeated a question
     while len(rows) < n:
-        family = families[len(rows) % len(families)]
+        family = rotation[len(rows) % len(rotation)]
         question, answer, steps = FAMILIES[family](rng)
         if question in seen:
             misses += 1
             if misses > 2000:
-                raise ValueError(f"cannot draw {n} distinct problems from families {list(families)}: too few exist")
+                rotation.remove(family)
+                misses = 0
+                if not rotation:
+                    raise ValueError(f"cannot draw {n} distinct problems from families {list(families)}: "
+                                     f"only {len(rows)} exist besides the excluded ones")
             continue
         misses = 0
         seen.add(question)
