@@ -230,9 +230,10 @@ class Demo:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        for key, path in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(new[key], path)
+        for key, path in files.items():  # a file whose bytes did not change keeps its date
+            if not (path.is_file() and path.read_bytes() == new[key].read_bytes()):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(new[key], path)
         shutil.rmtree(staging)
         write_json({"fingerprint": fp, "files": {k: str(v) for k, v in files.items()}}, marker)
         logger.info("task: %s", ", ".join(str(p) for p in files.values()))
