@@ -161,9 +161,15 @@ def test_more_seeds_retrain_the_rows_and_give_their_spread(demo_run):
     two runs' scores, read back here from both results files."""
     out, model, _ = demo_run
     summary = run_cli(out, model, "seeds=2", "rows=[sft,dft_sft]")
+    from safetensors.numpy import load_file
+
     for row in ("sft", "dft_sft"):
         assert "trainer.seed=1" in (out / "seeds" / "1" / row / "train.log").read_text()
         assert "trainer.seed=0" in (out / row / "train.log").read_text()
+        # the seed reaches the data order: the two runs end with different weights
+        seed1 = load_file(str(_hf_dir(out / "seeds" / "1", row) / "model.safetensors"))
+        seed0 = load_file(str(_hf_dir(out, row) / "model.safetensors"))
+        assert any(not np.array_equal(seed0[k], seed1[k]) for k in seed0), row
     assert not (out / "seeds" / "1" / "data").exists() and not (out / "seeds" / "1" / "base").exists()
     spread = {r["name"]: r for r in summary["seed_spread"]["rows"]}
     assert set(spread) == {"SFT (SFT data)", "DFT (SFT data)"}

@@ -24,7 +24,7 @@ from verl.trainer.sft_trainer import SFTTrainer
 from dft_verl.dpo.data import DPODataError, DPOPairDataset, PairCollator, check_dpo_files, mark_pair_groups
 from dft_verl.dpo.loss import DPOConfig, make_dpo_loss_fn
 from dft_verl.trainer.metrics import ReducingClient
-from dft_verl.trainer.sft import select_platform
+from dft_verl.trainer.sft import SeededShuffleMixin, select_platform
 
 
 class PairGroupingClient:
@@ -58,7 +58,7 @@ def check_dpo_data_config(data_config, dp_size: int | None = None) -> None:
                              f"data.micro_batch_size_per_gpu={data_config.micro_batch_size_per_gpu} (pairs)")
 
 
-class DPOTrainer(SFTTrainer):
+class DPOTrainer(SeededShuffleMixin, SFTTrainer):
     """verl's engine SFT trainer optimising the DPO loss on preference pairs."""
 
     def _build_config(self):

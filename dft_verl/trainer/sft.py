@@ -7,7 +7,8 @@ Config: ``dft_verl/config/dft_sft.yaml`` = verl's ``sft_trainer_engine`` + a ``l
 only behaviour added to verl's ``SFTTrainer`` is the loss (installed with ``set_loss_fn``), input
 checks on the SFT parquet files, start-up checks of the loss against the model/engine/data config
 (``check_loss_setup``), the frozen reference of the KL anchor when one is asked for
-(``dft_verl.trainer.kl_anchor``), and per-step reduction of the loss's metrics before logging.
+(``dft_verl.trainer.kl_anchor``), per-step reduction of the loss's metrics before logging, and ``trainer.seed``
+reaching the data order (``SeededShuffleMixin``).
 ``trainer.device=cpu`` selects this package's CPU platform (see ``dft_verl.platform.cpu``).
 """
 
@@ -102,6 +103,19 @@ def training_client(client, loss: LossConfig):
     return KLAnchorClient(client) if loss.uses_kl_anchor else ReducingClient(client)
 
 
+class SeededShuffleMixin:
+    """``trainer.seed`` chooses the order of the training data.
+
+    verl 0.9.1's SFT trainers (torchrun and Ray) build their ``DistributedSampler(shuffle=True)`` without a seed, so
+    every ``trainer.seed`` shuffled alike (the sampler's default seed 0) and repeated runs with other seeds were the
+    same run. Semi-private seam: ``_build_dataloader`` and its ``train_sampler`` (tests/test_demo_e2e.py checks that
+    two seeds train different weights)."""
+
+    def _build_dataloader(self):
+        super()._build_dataloader()
+        self.train_sampler.seed = int(self.config.trainer.seed)
+
+
 class LossFamilyMixin:
     """Reads the ``loss:`` block and checks the SFT files; shared by the torchrun and Ray trainers."""
 
@@ -119,7 +133,7 @@ class LossFamilyMixin:
         super()._build_dataset()
 
 
-class DFTSFTTrainer(LossFamilyMixin, SFTTrainer):
+class DFTSFTTrainer(LossFamilyMixin, SeededShuffleMixin, SFTTrainer):
     """verl's SFT trainer with the dft_verl loss family (``loss.type``)."""
 
     def _build_engine(self):

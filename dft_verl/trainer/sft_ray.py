@@ -21,11 +21,11 @@ from dft_verl.losses import make_loss_fn
 from dft_verl.platform.cpu import use_cpu_platform
 from dft_verl.platform.workers import GlooReadyTrainingWorker
 from dft_verl.trainer.sft import (
-    LossFamilyMixin, check_loss_setup, kl_anchor_reference, select_platform, training_client,
+    LossFamilyMixin, SeededShuffleMixin, check_loss_setup, kl_anchor_reference, select_platform, training_client,
 )
 
 
-class DFTRaySFTTrainer(LossFamilyMixin, RaySFTTrainer):
+class DFTRaySFTTrainer(LossFamilyMixin, SeededShuffleMixin, RaySFTTrainer):
     """verl's Ray SFT trainer with the dft_verl loss family (``loss.type``)."""
 
     def _build_engine(self):
