@@ -114,21 +114,6 @@ def write_json(obj, path: Path) -> Path:
     return path
 
 
-def read_marker(marker: Path, fp: str, overwrite: bool, clear) -> dict | None:
-    """The marker's content when its fingerprint is ``fp``; None when absent. A mismatch is refused, or, with
-    ``overwrite``, ``clear()`` removes the outputs it stood for."""
-    if not marker.is_file():
-        return None
-    done = json.loads(marker.read_text())
-    if done.get("fingerprint") == fp:
-        return done
-    if not overwrite:
-        raise RuntimeError(f"{marker.parent} holds results of a different demo config (fingerprint "
-                           f"{done.get('fingerprint', '?')[:12]} != {fp[:12]}); use another --out or overwrite=true")
-    clear()
-    return None
-
-
 def recipes_dir() -> Path:
     """recipes/table3 of the source checkout this package runs from (the demo drives those scripts)."""
     if not (RECIPES_DIR / "run_all.sh").is_file():
@@ -347,10 +332,10 @@ class Demo:
                                 "questions": {k: _sha256(p) for k, p in task_files.items() if k in ("train", "format")}})
         eval_fp = fingerprint({"held_out": _sha256(task_files["test"]), "recipe_env": evaluation})
         marker = self.out / RECIPES_MARKER
-        done = json.loads(marker.read_text()) if marker.is_file() else None
-        if done and done.get("fingerprint") == train_fp and done.get("eval_fingerprint") == eval_fp:
-            return
+        done = json.loads(marker.read_text()) if marker.is_file() else {}
         if done and done.get("fingerprint") == train_fp:
+            if done.get("eval_fingerprint") == eval_fp:
+                return
             if not self.cfg.overwrite:
                 raise RuntimeError(f"{self.out} holds rows evaluated on other held-out questions or evaluation "
                                    "settings (same training inputs); overwrite=true evaluates the trained rows again "
@@ -358,7 +343,11 @@ class Demo:
             logger.info("held-out questions or evaluation settings changed: clearing every row's evaluation")
             self._clear_evaluations()
         elif done:
-            read_marker(marker, train_fp, bool(self.cfg.overwrite), self._clear_recipe_outputs)
+            if not self.cfg.overwrite:
+                raise RuntimeError(f"{self.out} holds results of a different demo config (fingerprint "
+                                   f"{done.get('fingerprint', '?')[:12]} != {train_fp[:12]}); use another --out or "
+                                   "overwrite=true")
+            self._clear_recipe_outputs()
         write_json({"fingerprint": train_fp, "eval_fingerprint": eval_fp}, marker)
 
     def rows(self, task_files: dict[str, Path]) -> dict[str, int]:

@@ -41,12 +41,11 @@ def compute_ref_logprobs(model_path: str, data, out: str, max_length: int = 2048
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device).eval()
-    sequences = [dataset.sequence(item, key) for item in range(len(dataset)) for key in RESPONSE_KEYS]
-    log_probs = batched_token_log_probs(model, [s["input_ids"] for s in sequences],
+    sequences = [(key, dataset.sequence(item, key)) for item in range(len(dataset)) for key in RESPONSE_KEYS]
+    log_probs = batched_token_log_probs(model, [s["input_ids"] for _, s in sequences],
                                         progress="reference log-probs (sequences)")
     columns = {k: [] for k in (*REF_LOGP_KEYS.values(), *REF_TOKENS_KEYS.values())}
-    for j, (sequence, lp) in enumerate(zip(sequences, log_probs)):
-        key = RESPONSE_KEYS[j % len(RESPONSE_KEYS)]
+    for (key, sequence), lp in zip(sequences, log_probs):
         mask = sequence["loss_mask"].double()
         columns[REF_LOGP_KEYS[key]].append(float((lp.double() * mask).sum()))  # nats over the response tokens
         columns[REF_TOKENS_KEYS[key]].append(int(mask.sum()))

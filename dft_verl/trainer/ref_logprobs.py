@@ -23,14 +23,10 @@ from dft_verl.data import REF_LOGPROBS_KEY, check_sft_files
 from dft_verl.pipeline.artifacts import write_parquet_atomic
 
 
-def token_log_probs(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """log p(input_ids[t] | input_ids[:t]) for t >= 1, with 0.0 at t = 0; input_ids is (T,)."""
-    return batched_token_log_probs(model, [input_ids])[0]
-
-
 def batched_token_log_probs(model, sequences: list[torch.Tensor], max_batch_tokens: int = 4096,
                             progress: str | None = None) -> list[torch.Tensor]:
-    """``token_log_probs`` of every (T_i,) sequence, in the given order, with one forward pass per batch.
+    """log p(ids[t] | ids[:t]) for t >= 1, with 0.0 at t = 0, of every (T_i,) sequence ``ids``, in the given order,
+    with one forward pass per batch.
 
     Sequences are sorted by length and right-padded into batches of at most ``max_batch_tokens`` padded tokens
     (one longer sequence goes alone). Right padding leaves each real token's causal context and position unchanged,
