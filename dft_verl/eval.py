@@ -21,13 +21,17 @@ its CI uses the standard error sqrt(sum_b se_b^2) / B, treating benchmarks as in
 Outputs under --out (all written atomically):
     samples/<bench>.parquet   one row per (question, sample): index, sample_idx, data_source, prompt, response,
                               ground_truth, correct, pred, reason (the verified-parquet schema)
-    samples/<bench>.json      the settings and summary of that benchmark; its presence marks the benchmark done
+    samples/<bench>.json      the settings, backend, batch size and summary of that benchmark (written with the
+                              parquet; questions_kept = how many questions came from an earlier run)
     results.json              written once every requested benchmark is done: {"model", "k", "temperature",
                               "max_new_tokens", "prompt_template", "judge", "benchmarks": {name: {"n_questions",
                               "k", "avg_at_k", "ci95", "per_question_acc"}}, "average", "average_ci95",
                               "missing_benchmarks", ...}; judge = "dft_verl.rewards (math-verify <version>)"
 A rerun skips benchmarks already done with the same settings (the prompt template included; files written before
-it was recorded count as paper) and refuses an --out holding other settings.
+it was recorded count as paper) and refuses an --out holding other settings. A rerun on more questions (a larger
+--limit, a held-out file grown at its end) keeps the saved samples and samples only the new questions, with the
+seeds a run over all of them gives them: the samples equal a fresh run's (hf: same --batch-size, whole batches
+saved; otherwise every question is sampled again). Saved samples of other questions are refused.
 """
 
 from __future__ import annotations
@@ -163,24 +167,65 @@ def _samples_paths(out: Path, bench: str) -> tuple[Path, Path]:
     return out / "samples" / f"{bench}.parquet", out / "samples" / f"{bench}.json"
 
 
-def load_done(out: str | os.PathLike, bench: str, settings: EvalSettings) -> dict | None:
-    """Summary of a benchmark already evaluated under `out` with these settings; None if not done.
+def _identity(settings: EvalSettings | dict) -> dict:
+    """What a saved benchmark's samples depend on, besides its questions: the settings without `limit` (the saved
+    questions themselves say how many were asked)."""
+    recorded = dict(asdict(settings) if isinstance(settings, EvalSettings) else settings)
+    recorded.setdefault("prompt_template", DEFAULT_TEMPLATE)  # written before templates had names
+    recorded.pop("limit", None)
+    return recorded
 
-    Raises when `out` holds that benchmark under different settings (mixing them would corrupt the table).
-    """
+
+def load_saved(out: str | os.PathLike, bench: str, settings: EvalSettings) -> tuple[pd.DataFrame, dict] | None:
+    """(samples, meta) of a benchmark saved under `out` with these settings; None if there is none.
+
+    Raises when `out` holds that benchmark under different settings (mixing them would corrupt the table)."""
     parquet, meta_path = _samples_paths(Path(out), bench)
     if not meta_path.is_file() or not parquet.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     recorded = meta.get("settings")
-    if isinstance(recorded, dict) and "prompt_template" not in recorded:
-        recorded = {**recorded, "prompt_template": DEFAULT_TEMPLATE}  # written before templates had names
-    if recorded != asdict(settings):
+    if not isinstance(recorded, dict) or _identity(recorded) != _identity(settings):
         raise ValueError(
             f"{meta_path}: {bench} was evaluated with settings {recorded}, not {asdict(settings)}; "
             f"use another --out or delete {parquet} and {meta_path}"
         )
-    return summarize_samples(pd.read_parquet(parquet), settings.k, where=str(parquet))
+    return pd.read_parquet(parquet), meta
+
+
+def load_done(out: str | os.PathLike, bench: str, settings: EvalSettings) -> dict | None:
+    """Summary of a benchmark saved under `out` with these settings (whatever its questions); None if none."""
+    saved = load_saved(out, bench, settings)
+    if saved is None:
+        return None
+    return summarize_samples(saved[0], settings.k, where=str(_samples_paths(Path(out), bench)[0]))
+
+
+def saved_prefix(samples: pd.DataFrame, questions: list[Question], settings: EvalSettings, where: str) -> int:
+    """How many questions the saved samples answer: they must be the first of `questions`, in order (same index,
+    prompt and gold answer). Raises when they are not, naming the first saved question that differs."""
+    saved = samples[samples["sample_idx"] == 0].sort_values("index", kind="stable")
+    if len(saved) > len(questions):
+        raise ValueError(f"{where}: holds {len(saved)} questions, more than the {len(questions)} asked for; "
+                         f"use another --out or delete it")
+    for row, q in zip(saved.to_dict("records"), questions):
+        index, prompt = int(row["index"]), [dict(m) for m in row["prompt"]]
+        if (index, prompt, str(row["ground_truth"])) != (q.index, q.prompt(settings.prompt_template), q.gold):
+            raise ValueError(f"{where}: question index {index} is not the benchmark's question "
+                             f"{q.index} ({q.question[:60]!r}, answer {q.gold!r}); the saved samples answer other "
+                             f"questions: use another --out or delete it")
+    return len(saved)
+
+
+def continues_exactly(meta: dict, backend: str, batch_size: int, n_samples: int) -> bool:
+    """Whether sampling only the questions after `n_samples` saved samples gives what sampling all of them would:
+    same backend, and for hf the same batch size with whole batches saved (`dft_verl.generation.generate`'s
+    `start`). verl takes no seed, so any continuation is as good as a fresh run."""
+    if meta.get("backend") != backend:
+        return False
+    if backend == "hf":
+        return meta.get("batch_size") == batch_size and n_samples % batch_size == 0
+    return True
 
 
 def judge_name() -> str:
@@ -230,32 +275,49 @@ def evaluate_benchmark(
     timeout_s: float = 10.0,
     backend_kwargs: dict | None = None,
 ) -> dict:
-    """Sample, judge, save samples/<bench>.parquet + .json; return the benchmark summary (skips if done).
+    """Sample, judge, save samples/<bench>.parquet + .json; return the benchmark summary.
 
+    Saved samples of the first of `questions` are kept: only the questions after them are sampled, with the seeds
+    a run over all of them gives (`continues_exactly`; otherwise every question is sampled again).
     `backend_kwargs` go to `dft_verl.generation.generate` (e.g. max_model_len, tensor_parallel_size for vllm).
     """
-    done = load_done(out, bench, settings)
-    if done is not None:
-        logger.info("%s: already done (%d questions), skipped", bench, done["n_questions"])
-        return done
+    parquet, meta_path = _samples_paths(Path(out), bench)
+    saved = load_saved(out, bench, settings)
+    start, kept = 0, None
+    if saved is not None:
+        samples, meta = saved
+        start = saved_prefix(samples, questions, settings, str(parquet))
+        if start == len(questions):
+            logger.info("%s: already done (%d questions), skipped", bench, start)
+            return summarize_samples(samples, settings.k, where=str(parquet))
+        if continues_exactly(meta, backend, batch_size, start * settings.k):
+            kept = samples
+            logger.info("%s: %d questions saved, sampling the %d after them", bench, start, len(questions) - start)
+        else:
+            logger.info("%s: %d questions saved by another backend or batching (%s, batch %s); sampling all %d "
+                        "again", bench, start, meta.get("backend"), meta.get("batch_size"), len(questions))
+            start = 0
     from dft_verl.generation import generate
 
     t0 = time.time()
+    todo = questions[start:]
     logger.info("%s: sampling %d questions x %d (T=%s, max_new_tokens=%d, backend=%s, prompt %s)", bench,
-                len(questions), settings.k, settings.temperature, settings.max_new_tokens, backend,
+                len(todo), settings.k, settings.temperature, settings.max_new_tokens, backend,
                 settings.prompt_template)
-    responses = generate(settings.model, [q.prompt(settings.prompt_template) for q in questions], n=settings.k,
+    responses = generate(settings.model, [q.prompt(settings.prompt_template) for q in todo], n=settings.k,
                          temperature=settings.temperature, max_new_tokens=settings.max_new_tokens,
-                         seed=settings.seed, backend=backend, batch_size=batch_size, **(backend_kwargs or {}))
+                         seed=settings.seed, backend=backend, batch_size=batch_size, start=start,
+                         **(backend_kwargs or {}))
     t1 = time.time()
-    samples = judge_samples(questions, responses, settings.k, num_workers, timeout_s, settings.prompt_template)
+    samples = judge_samples(todo, responses, settings.k, num_workers, timeout_s, settings.prompt_template)
+    if kept is not None:
+        samples = pd.concat([kept, samples], ignore_index=True)
     summary = summarize_samples(samples, settings.k, where=bench)
-    parquet, meta_path = _samples_paths(Path(out), bench)
     write_parquet(parquet, samples)
     write_json(meta_path, {"benchmark": bench, "settings": asdict(settings), "backend": backend,
-                           "judge": judge_name(), "generate_s": round(t1 - t0, 2),
-                           "judge_s": round(time.time() - t1, 2), "avg_at_k": summary["avg_at_k"],
-                           "ci95": summary["ci95"]})
+                           "batch_size": batch_size, "judge": judge_name(), "questions_kept": start,
+                           "generate_s": round(t1 - t0, 2), "judge_s": round(time.time() - t1, 2),
+                           "avg_at_k": summary["avg_at_k"], "ci95": summary["ci95"]})
     ci = summary["ci95"]
     logger.info("%s: Average@%d = %.2f%% %s over %d questions (sample %.0f s, judge %.0f s)", bench, settings.k,
                 summary["avg_at_k"], f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "", summary["n_questions"],
@@ -301,15 +363,11 @@ def evaluate(
                 summaries[bench] = done
     for i, bench in enumerate(benchmarks):
         logger.info("[%d/%d] %s", i + 1, len(benchmarks), bench)
-        done = load_done(out, bench, settings)
-        if done is None:
-            source = (hf_sources or {}).get(bench)
-            questions = load_benchmark(bench, data_dir=data_dir, hf_source=source, limit=settings.limit)
-            done = evaluate_benchmark(bench, questions, settings, out, backend=backend, batch_size=batch_size,
-                                      num_workers=num_workers, timeout_s=timeout_s, backend_kwargs=backend_kwargs)
-        else:
-            logger.info("%s: already done (%d questions), skipped", bench, done["n_questions"])
-        summaries[bench] = done
+        questions = load_benchmark(bench, data_dir=data_dir, hf_source=(hf_sources or {}).get(bench),
+                                   limit=settings.limit)
+        summaries[bench] = evaluate_benchmark(bench, questions, settings, out, backend=backend,
+                                              batch_size=batch_size, num_workers=num_workers, timeout_s=timeout_s,
+                                              backend_kwargs=backend_kwargs)
     results = build_results(settings, summaries)
     write_json(out / "results.json", results)  # written last: its presence means every requested benchmark is done
     return results

@@ -4,7 +4,8 @@ Backends (same call, same output shape ``out[i][j]`` = j-th response to prompt i
     "hf"    transformers ``generate`` on CPU (or whatever device the model loads on): batched with left
             padding, multinomial sampling at ``temperature`` / ``top_p``. Each batch reseeds torch with
             ``batch_seed(seed, b)``, so a rerun with the same seed and batch_size gives the same text, and
-            batch b does not depend on whether batches < b ran (resumable callers may skip them).
+            batch b does not depend on whether batches < b ran (resumable callers may skip them, and
+            ``start`` continues a run: see ``generate``).
             ``processes=P`` completes the batches in P spawned worker processes (data parallel), same output.
     "vllm"  vLLM's offline ``LLM`` in this process (GPU), built once per process and reused. Prompt i gets
             ``SamplingParams(n=n, seed=batch_seed(seed, i))``: repeatable per prompt, whatever the batching.
@@ -76,9 +77,15 @@ def generate(
     top_p: float = 1.0,
     progress: bool = True,
     processes: int = 1,
+    start: int = 0,
     **backend_kwargs,
 ) -> list[list[str]]:
     """Sample ``n`` responses (decoded, special tokens removed) to each chat prompt; returns ``out[i][j]``.
+
+    ``start`` continues a run: ``prompts`` are prompts ``start..`` of a longer list whose first ``start`` prompts
+    were sampled earlier with the same arguments, and they get the seeds a call over the whole list gives them, so
+    the two calls together equal the one call ("hf": ``start * n`` must be a multiple of ``batch_size``, the
+    earlier call's batches being whole; "verl" takes no seed).
 
     ``batch_size`` counts sequences (prompt x sample) per forward for "hf". ``processes`` (hf only) spreads the
     batches over that many spawned worker processes, each with ``max(1, cores // processes)`` torch threads; the
@@ -90,14 +97,17 @@ def generate(
     _check_args(prompts, n, temperature, max_new_tokens, backend)
     if processes < 1 or (processes > 1 and backend != "hf"):
         raise ValueError(f"processes must be >= 1 and applies to backend='hf' only, got {processes} for {backend!r}")
+    if start < 0 or (backend == "hf" and batch_size > 0 and (start * n) % batch_size):
+        raise ValueError(f"start={start} with n={n} does not continue whole batches of {batch_size} "
+                         f"(backend {backend!r})")
     if not prompts:
         return []
     if backend == "hf":
         return _generate_hf(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, batch_size,
-                            progress, processes=processes, **backend_kwargs)
+                            progress, processes=processes, first_batch=start * n // batch_size, **backend_kwargs)
     if backend == "vllm":
         return _generate_vllm(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, progress,
-                              **backend_kwargs)
+                              first_prompt=start, **backend_kwargs)
     return _generate_verl_server(model_path, prompts, n, temperature, top_p, max_new_tokens, **backend_kwargs)
 
 
@@ -163,7 +173,7 @@ def _sample_batch(model, tokenizer, token_ids, max_new_tokens, temperature, top_
 
 
 def _generate_hf(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, batch_size, progress,
-                 dtype: str = "float32", processes: int = 1) -> list[list[str]]:
+                 dtype: str = "float32", processes: int = 1, first_batch: int = 0) -> list[list[str]]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tokenizer = load_hf_tokenizer(str(model_path))
@@ -173,7 +183,7 @@ def _generate_hf(model_path, prompts, n, temperature, top_p, max_new_tokens, see
     # batch b: (its jobs, the keyword arguments of _sample_batch); its own seed, so batches run in any order
     batches = [(jobs[s : s + batch_size],
                 dict(token_ids=[ids[i] for i in jobs[s : s + batch_size]], max_new_tokens=max_new_tokens,
-                     temperature=temperature, top_p=top_p, seed=batch_seed(seed, b)))
+                     temperature=temperature, top_p=top_p, seed=batch_seed(seed, first_batch + b)))
                for b, s in enumerate(starts)]
     processes = min(processes, len(batches))
     if processes > 1:
@@ -318,7 +328,7 @@ def _vllm_engine(model_path: str, tensor_parallel_size: int, gpu_memory_utilizat
 
 
 def _generate_vllm(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, progress,
-                   tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+                   first_prompt: int = 0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
                    max_model_len: int | None = None, dtype: str = "auto") -> list[list[str]]:
     vllm = _import_vllm()
     llm = _vllm_engine(str(model_path), tensor_parallel_size, gpu_memory_utilization, max_model_len, dtype)
@@ -328,9 +338,9 @@ def _generate_vllm(model_path, prompts, n, temperature, top_p, max_new_tokens, s
     token_prompts = [{"prompt_token_ids": tokenizer(t, add_special_tokens=False)["input_ids"]}
                      for t in chat_texts(tokenizer, prompts)]
     # One SamplingParams per prompt, each with its own seed: prompt i's n samples depend only on
-    # (seed, i), not on how vLLM schedules the batch.
+    # (seed, first_prompt + i), not on how vLLM schedules the batch.
     params = [vllm.SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                                  seed=batch_seed(seed, i) if temperature > 0 else None)
+                                  seed=batch_seed(seed, first_prompt + i) if temperature > 0 else None)
               for i in range(len(prompts))]
     results = llm.generate(token_prompts, params, use_tqdm=progress)
     out = [[o.text for o in r.outputs] for r in results]

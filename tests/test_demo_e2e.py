@@ -183,8 +183,9 @@ def test_more_seeds_retrain_the_rows_and_give_their_spread(demo_run):
 
 
 def test_a_larger_held_out_set_is_evaluated_without_retraining(demo_run):
-    """task.n_test grows: refused without overwrite (nothing touched); with it, the trained rows' evaluations alone
-    are redone on the larger set, whose first questions are the old ones, and no checkpoint or training log changes."""
+    """task.n_test grows: refused without overwrite (nothing touched); with it, the trained rows are evaluated on the
+    larger set, whose first questions are the old ones, sampling only the new questions (the saved samples stay), and
+    no checkpoint or training log changes. Then a changed EVAL_* variable clears every evaluation."""
     out, model, _ = demo_run
     rows = ["base", "sft", "dft_sft"]
     bench = out / "bench" / "math500" / "test.jsonl"
@@ -193,23 +194,37 @@ def test_a_larger_held_out_set_is_evaluated_without_retraining(demo_run):
                                                                   "task/format"))
             or k.endswith(("train.log", "train.done"))}
     kept.pop("data/pipeline.log")  # the data step runs each time (its stages are up to date) and appends here
+    samples = {p: pd.read_parquet(p) for p in out.glob("*/eval/**/samples/math500.parquet")}
+    assert {p.relative_to(out).parts[0] for p in samples} == set(ALL_ROWS)
     with pytest.raises(RuntimeError, match="evaluates the trained rows again"):
         run_cli(out, model, "task.n_test=12", f"rows=[{','.join(rows)}]")
     assert bench.read_text().splitlines() == old_bench and not (out / "task.new").exists()
 
-    summary = run_cli(out, model, "task.n_test=12", f"rows=[{','.join(rows)}]", "overwrite=true",
-                      "recipe_env.EVAL_EVERY_CHECKPOINT=0")
+    summary = run_cli(out, model, "task.n_test=12", f"rows=[{','.join(rows)}]", "overwrite=true")
     new_bench = bench.read_text().splitlines()
     assert len(new_bench) == 12 and new_bench[:N_TEST] == old_bench
     after = _files(out)
     assert {k: after.get(k) for k in kept} == kept  # nothing trained was touched
-    for row in rows:
-        res = json.loads((out / row / "eval" / "results.json").read_text())
-        assert len(res["benchmarks"]["math500"]["per_question_acc"]) == 12, row
-    for row in set(ALL_ROWS) - set(rows):  # cleared, and not evaluated again since not asked for
-        assert not (out / row / "eval").exists() and (out / row / "train.done").is_file(), row
+    for path, old in samples.items():
+        row, meta = path.relative_to(out).parts[0], json.loads(path.with_suffix(".json").read_text())
+        if row in rows:  # the 8 old questions' samples kept as they were, the 4 new ones added
+            new = pd.read_parquet(path)
+            assert meta["questions_kept"] == N_TEST and len(new) == len(old) * 12 // N_TEST, path
+            assert new["response"][: len(old)].tolist() == old["response"].tolist(), path
+            res = json.loads((path.parents[1] / "results.json").read_text())
+            assert len(res["benchmarks"]["math500"]["per_question_acc"]) == 12, path
+        else:  # not asked for: samples kept for a later run, no results until then
+            assert pd.read_parquet(path).equals(old) and not (path.parents[1] / "results.json").exists(), path
     assert {r["row"] for r in summary["rows"]} == set(rows)
     assert all(r["n_questions"] == 12 for r in summary["rows"])
+
+    summary = run_cli(out, model, "task.n_test=12", "rows=[base]", "overwrite=true",
+                      "recipe_env.EVAL_EVERY_CHECKPOINT=0")
+    meta = json.loads((out / "base" / "eval" / "samples" / "math500.json").read_text())
+    assert meta["questions_kept"] == 0  # sampled again from scratch
+    for row in set(ALL_ROWS) - {"base"}:  # cleared, and not evaluated again since not asked for
+        assert not (out / row / "eval").exists() and (out / row / "train.done").is_file(), row
+    assert [r["row"] for r in summary["rows"]] == ["base"]
 
 
 def test_a_different_config_in_the_same_folder_is_refused(demo_run):

@@ -265,3 +265,71 @@ def test_samples_from_before_templates_count_as_paper(run, tmp_path, monkeypatch
     boxed = dataclasses.replace(run["settings"], prompt_template="qwen-boxed")
     with pytest.raises(ValueError, match="was evaluated with settings"):
         ev.evaluate(boxed, out, benchmarks=["math500"], data_dir=run["data"], backend="hf")
+
+
+# ------------------------------------------------------------------ growing the question set
+
+
+def write_questions(root, golds):
+    (root / "math500").mkdir(parents=True, exist_ok=True)
+    rows = [{"problem": f"what is x plus x {'plus x ' * i}".strip(), "answer": g} for i, g in enumerate(golds)]
+    (root / "math500" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def spy_on_generate(monkeypatch):
+    """Record (number of prompts, start) of every generate call; the real generate does the sampling."""
+    import dft_verl.generation as generation
+
+    calls, real = [], generation.generate
+
+    def recording(model, prompts, **kw):
+        calls.append((len(prompts), kw.get("start", 0)))
+        return real(model, prompts, **kw)
+
+    monkeypatch.setattr(generation, "generate", recording)
+    return calls
+
+
+def test_more_questions_sample_only_the_new_ones_as_a_fresh_run_would(run, tmp_path, monkeypatch):
+    """--limit 2 then --limit 5 into one folder: the second call samples questions 2..4 only, and the saved samples
+    equal a fresh 5-question run's (batches of 4 over k=2 samples: the new questions start batch 1)."""
+    data = write_questions(tmp_path / "data", ["7", "9", "7", "7", "007"])
+    settings = ev.EvalSettings(model=run["model"], k=2, temperature=1.0, max_new_tokens=8, seed=3)
+    kw = dict(benchmarks=["math500"], data_dir=data, backend="hf", batch_size=4, num_workers=1)
+    calls = spy_on_generate(monkeypatch)
+    ev.evaluate(dataclasses.replace(settings, limit=2), tmp_path / "grown", **kw)
+    grown = ev.evaluate(dataclasses.replace(settings, limit=5), tmp_path / "grown", **kw)
+    fresh = ev.evaluate(dataclasses.replace(settings, limit=5), tmp_path / "fresh", **kw)
+    assert calls == [(2, 0), (3, 2), (5, 0)]
+    a = pd.read_parquet(tmp_path / "grown" / "samples" / "math500.parquet")
+    b = pd.read_parquet(tmp_path / "fresh" / "samples" / "math500.parquet")
+    assert a["response"].tolist() == b["response"].tolist() and len(a) == 10
+    assert a["ground_truth"].tolist() == [g for g in ["7", "9", "7", "7", "007"] for _ in range(2)]
+    assert grown["benchmarks"] == fresh["benchmarks"]
+    assert grown["benchmarks"]["math500"]["per_question_acc"] == pytest.approx(hand_judge(a))
+    meta = json.loads((tmp_path / "grown" / "samples" / "math500.json").read_text())
+    assert (meta["questions_kept"], meta["batch_size"], meta["settings"]["limit"]) == (2, 4, 5)
+    ev.evaluate(dataclasses.replace(settings, limit=5), tmp_path / "grown", **kw)  # all saved: nothing sampled
+    assert len(calls) == 3
+
+
+def test_more_questions_resample_all_when_batches_do_not_continue(run, tmp_path, monkeypatch):
+    """k=3 at batch 4: 2 saved questions are 6 samples, not whole batches, so all 3 questions are sampled again;
+    a smaller or different question set is refused, naming the file and the question."""
+    data = write_questions(tmp_path / "data", ["7", "9", "7"])
+    settings = ev.EvalSettings(model=run["model"], k=3, temperature=1.0, max_new_tokens=8)
+    kw = dict(benchmarks=["math500"], data_dir=data, backend="hf", batch_size=4, num_workers=1)
+    calls = spy_on_generate(monkeypatch)
+    ev.evaluate(dataclasses.replace(settings, limit=2), tmp_path / "out", **kw)
+    ev.evaluate(settings, tmp_path / "out", **kw)
+    assert calls == [(2, 0), (3, 0)]
+    meta = json.loads((tmp_path / "out" / "samples" / "math500.json").read_text())
+    assert meta["questions_kept"] == 0
+    with pytest.raises(ValueError, match=r"math500.parquet: holds 3 questions, more than the 2 asked for"):
+        ev.evaluate(dataclasses.replace(settings, limit=2), tmp_path / "out", **kw)
+    write_questions(data, ["7", "8", "7", "7"])
+    with pytest.raises(ValueError, match=r"math500.parquet: question index 1 is not the benchmark's question 1 "
+                                         r"\('what is x plus x plus x', answer '8'\)"):
+        ev.evaluate(settings, tmp_path / "out", **kw)
+    assert calls == [(2, 0), (3, 0)]

@@ -67,6 +67,8 @@ def test_responses_do_not_contain_the_prompt_or_special_tokens(tiny_chat):
         (dict(n=0), "n must be >= 1"),
         (dict(n=2, temperature=0.0), "greedy"),
         (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(n=3, batch_size=4, start=1), r"start=1 with n=3 does not continue whole batches of 4"),
+        (dict(start=-1), "start=-1"),
     ],
 )
 def test_bad_arguments_are_rejected(kwargs, message):
@@ -123,6 +125,7 @@ def test_processes_give_the_same_samples_as_one_process(tiny_chat):
     assert two == one
     assert len({s for row in one for s in row}) == 15  # distinct samples, so a mix-up of order would show
     assert generate_workers() == []
+    assert generate(tiny_chat, MANY[4:], start=4, **kw) == one[4:]  # prompt 4 alone continues the run: batch 3
 
 
 def test_worker_failure_names_the_stage_and_leaves_no_process(tiny_chat, tmp_path):

@@ -15,8 +15,9 @@ Stages, in order (each resumes: a second run skips what is finished):
              wall time per stage and row and the data statistics
 
 Changed settings in a finished `out` are refused unless overwrite=true, which clears only what the change
-invalidates: a new held-out set or EVAL_* variable clears the evaluations (the trained rows are evaluated again),
-anything else every recipe output.
+invalidates: a held-out set grown at its end keeps every row's samples (dft_verl.eval samples the new questions
+only), another held-out set or EVAL_* variable clears the evaluations (the trained rows are evaluated again, not
+retrained), anything else every recipe output.
 
 No row's command line lives here: the recipes (recipes/table3/) are the one definition, and the demo needs
 them from a source checkout. Their output goes to recipes.log; each row's own logs are under <row>/.
@@ -310,12 +311,17 @@ class Demo:
         for name in ("timings.tsv", "report.log"):
             (self.out / name).unlink(missing_ok=True)
 
-    def _clear_evaluations(self) -> None:
-        """Every row's evaluation (main run and seeds) and the report: the trained checkpoints stay."""
+    def _clear_evaluations(self, keep_samples: bool) -> None:
+        """Every row's evaluation (main run and seeds) and the report: the trained checkpoints stay. keep_samples:
+        only the results.json files go, so the recipes evaluate again and dft_verl.eval keeps the saved samples."""
         for runs in (self.out, *sorted((self.out / "seeds").glob("*"))):
             for row in ALL_ROWS:
-                shutil.rmtree(runs / row / "eval", ignore_errors=True)
-                (runs / row / "eval.log").unlink(missing_ok=True)
+                if keep_samples:
+                    for results in (runs / row / "eval").rglob("results.json"):
+                        results.unlink()
+                else:
+                    shutil.rmtree(runs / row / "eval", ignore_errors=True)
+                    (runs / row / "eval.log").unlink(missing_ok=True)
         shutil.rmtree(self.out / "report", ignore_errors=True)
         (self.out / "report.log").unlink(missing_ok=True)
 
@@ -323,7 +329,8 @@ class Demo:
         """Refuse (or with overwrite clear) recipe outputs made from other inputs. Two fingerprints: what the rows
         are trained from (model, training and format questions, warm-up, preset, recipe variables) and what they are
         evaluated on (the held-out questions, the EVAL_* and TOKEN_PROBS variables). When only the second changed,
-        overwrite clears the evaluations alone: the trained rows are evaluated again, not retrained."""
+        overwrite clears the evaluations alone: the trained rows are evaluated again, not retrained, and when the
+        held-out file only grew at its end (same evaluation variables) their saved samples are kept."""
         env = {str(k): v for k, v in _plain(self.cfg.recipe_env).items()}
         evaluation = {k: v for k, v in env.items() if _is_eval_variable(k)}
         train_fp = fingerprint({"model": _model_id(self.raw_model), "warmup": _plain(self.cfg.warmup),
@@ -331,6 +338,7 @@ class Demo:
                                 "recipe_env": {k: v for k, v in env.items() if k not in evaluation},
                                 "questions": {k: _sha256(p) for k, p in task_files.items() if k in ("train", "format")}})
         eval_fp = fingerprint({"held_out": _sha256(task_files["test"]), "recipe_env": evaluation})
+        eval_env_fp = fingerprint(evaluation)
         marker = self.out / RECIPES_MARKER
         done = json.loads(marker.read_text()) if marker.is_file() else {}
         if done and done.get("fingerprint") == train_fp:
@@ -340,15 +348,20 @@ class Demo:
                 raise RuntimeError(f"{self.out} holds rows evaluated on other held-out questions or evaluation "
                                    "settings (same training inputs); overwrite=true evaluates the trained rows again "
                                    "(nothing is retrained), or use another --out")
-            logger.info("held-out questions or evaluation settings changed: clearing every row's evaluation")
-            self._clear_evaluations()
+            old_bench = self.out / f"bench/{BENCH}/test.jsonl"
+            grown = done.get("eval_env_fingerprint") == eval_env_fp and old_bench.is_file() \
+                and task_files["bench"].read_bytes().startswith(old_bench.read_bytes())
+            logger.info("held-out questions grown at the end: evaluating the new questions only" if grown else
+                        "held-out questions or evaluation settings changed: clearing every row's evaluation")
+            self._clear_evaluations(keep_samples=grown)
         elif done:
             if not self.cfg.overwrite:
                 raise RuntimeError(f"{self.out} holds results of a different demo config (fingerprint "
                                    f"{done.get('fingerprint', '?')[:12]} != {train_fp[:12]}); use another --out or "
                                    "overwrite=true")
             self._clear_recipe_outputs()
-        write_json({"fingerprint": train_fp, "eval_fingerprint": eval_fp}, marker)
+        write_json({"fingerprint": train_fp, "eval_fingerprint": eval_fp, "eval_env_fingerprint": eval_env_fp},
+                   marker)
 
     def rows(self, task_files: dict[str, Path]) -> dict[str, int]:
         """``run_all.sh data <rows>`` at the preset's sizes from the base model (SEED=0), then the trained rows again
