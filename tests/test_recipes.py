@@ -27,7 +27,7 @@ SFT_FAMILY = {  # row -> (loss.type, training data under DATA_DIR)
 # Every variable common.sh or a recipe reads from the caller's environment.
 RECIPE_ENV = re.compile(r"^(PRESET|MODEL_PATH|MODEL_BUILD|SAVE_FREQ|VERIFY_\w+|DATA_DIR|RUNS_DIR|CKPT_DIR|NNODES|N_GPUS_PER_NODE|NODE_RANK|MASTER_\w+|"
                         r"RAY_ADDRESS|PYTHON|DRY_RUN|RECIPE_CHECK_QUEUE|SFT_\w+|RL_\w+|DPO_\w+|GRPO_\w+|PPO_\w+|"
-                        r"IW_SFT_\w+|EVAL_\w+|DATA_\w+|SAMPLE_\w+|ROWS|PROMPT_TEMPLATE)$")
+                        r"IW_SFT_\w+|EVAL_\w+|DATA_\w+|SAMPLE_\w+|ROWS|PROMPT_TEMPLATE|KEEP_TRAINING_STATE)$")
 
 
 def table3_rows() -> list[str]:
@@ -195,6 +195,23 @@ def test_dpo_row(tmp_path):
     assert flag(ev, "--model") == str(ckpt / "dpo" / "global_step_LATEST" / "huggingface")
 
 
+def test_keep_training_state_0_prunes_each_row_between_training_and_evaluation(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    trainers = {"dft_verl.trainer.sft", "dft_verl.dpo.train", "verl.trainer.main_ppo"}
+    for row, sub in (("sft", "huggingface"), ("dpo", "huggingface"), ("grpo", "actor/huggingface")):
+        cmds = queued_commands(tmp_path, f"run_{row}.sh", KEEP_TRAINING_STATE="0")
+        modules = [c[c.index("-m") + 1] for c in cmds]
+        i = modules.index("dft_verl.checkpoints")
+        assert modules[i - 1] in trainers and modules[i + 1] == "dft_verl.eval", modules
+        assert cmds[i] == [sys.executable, "-m", "dft_verl.checkpoints", "--keep", sub, str(ckpt / row)]
+        assert flag(cmds[i + 1], "--model") == str(ckpt / row / "global_step_LATEST" / sub)
+        default = queued_commands(tmp_path, f"run_{row}.sh")  # 1: verl's whole checkpoints stay
+        assert [c for c in default if "dft_verl.checkpoints" in c] == [] and len(default) == len(cmds) - 1
+    bad = subprocess.run(["bash", str(RECIPES / "run_sft.sh")], capture_output=True, text=True, timeout=60,
+                         env=recipe_env(tmp_path, DRY_RUN="1", KEEP_TRAINING_STATE="true"))
+    assert bad.returncode == 2 and "KEEP_TRAINING_STATE=true: choose 1" in bad.stderr
+
+
 def test_user_overrides_come_last(tmp_path):
     train = queued_commands(tmp_path, "run_grpo.sh", "actor_rollout_ref.rollout.n=8", "trainer.total_epochs=3")[0]
     assert train[-2:] == ["actor_rollout_ref.rollout.n=8", "trainer.total_epochs=3"]  # hydra: last one wins
@@ -216,8 +233,8 @@ def test_finished_work_is_skipped(tmp_path):
 
 def test_multi_node_torchrun_and_ray_job_launchers(tmp_path):
     cmds = queued_commands(tmp_path, "run_dft_sft.sh", NNODES="2", NODE_RANK="1", MASTER_ADDR="10.0.0.1",
-                           N_GPUS_PER_NODE="4")
-    assert len(cmds) == 1  # only node 0 evaluates
+                           N_GPUS_PER_NODE="4", KEEP_TRAINING_STATE="0")
+    assert len(cmds) == 1  # only node 0 prunes checkpoints and evaluates
     assert cmds[0][:6] == ["torchrun", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
                            "--master_port=29500", "--nproc_per_node=4"]
     assert overrides(cmds[0])["trainer.nnodes"] == "2"
@@ -289,9 +306,10 @@ def test_cpu_preset_changes_sizes_and_device_only(tmp_path):
     tiny = {row: queued_commands(tmp_path, f"run_{row}.sh", PRESET="cpu-tiny", SFT_BATCH_SIZE="6")
             for row in ("sft", "dpo", "grpo")}
     for row in paper:  # same entry points; the CPU presets add only the Fig. 2 token probabilities (TOKEN_PROBS=1)
-        tiny_modules = [c[c.index("-m") + 1] for c in tiny[row]]
+        tiny_modules = [c[c.index("-m") + 1] for c in tiny[row]]  # and keep only HF weights (KEEP_TRAINING_STATE=0)
         assert tiny_modules[-1] == "dft_verl.analysis.token_probs", row
-        assert [c[c.index("-m") + 1] for c in paper[row]] == tiny_modules[:-1], row
+        assert tiny_modules[-3] == "dft_verl.checkpoints", row
+        assert [c[c.index("-m") + 1] for c in paper[row]] == tiny_modules[:-3] + tiny_modules[-2:-1], row
     sft = tiny["sft"][0]
     assert sft[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
     assert sft[-len(cpu_overrides()):] == cpu_overrides()  # the one definition of the CPU overrides
@@ -299,7 +317,7 @@ def test_cpu_preset_changes_sizes_and_device_only(tmp_path):
     assert overrides(sft)["loss.type"] == overrides(paper["sft"][0])["loss.type"]
     dpo = tiny["dpo"][1]
     assert set(cpu_overrides()) <= set(dpo)
-    grpo, ev, probs = tiny["grpo"]
+    grpo, _, ev, probs = tiny["grpo"]
     assert flag(probs, "--device") == "cpu" and flag(probs, "--data").endswith("filter/sft.parquet")
     assert "+platform=cpu" in grpo and overrides(grpo)["data.max_response_length"] == "48"
     assert flag(ev, "--backend") == "hf" and flag(ev, "--benchmarks") == "math500"

@@ -98,6 +98,17 @@ def test_every_row_trains_evaluates_and_reports(tiny_run):
     assert [r["row"] for r in table] == table3_rows()
     assert all(r["math500"] != "" for r in table), table  # every row has its number in the report
     assert (runs / "report" / "fig1_accuracy_vs_step.png").stat().st_size > 0  # a checkpoint per step, evaluated
+    # KEEP_TRAINING_STATE=0 (cpu-tiny): after training, every checkpoint holds only the HF weights evaluation read
+    from dft_verl.checkpoints import NOTE_FILE
+
+    for row in SFT_TRAINED + RL_TRAINED:
+        steps = sorted((runs / "checkpoints" / row).glob("global_step_*"))
+        assert steps, row  # SAVE_FREQ=1: one per step, each evaluated into eval/step_<N>
+        for step in steps:
+            kept = sorted(str(p.relative_to(step)) for p in step.rglob("*") if p.is_file())
+            hf = "actor/huggingface" if row in RL_TRAINED else "huggingface"
+            assert NOTE_FILE in kept and all(k == NOTE_FILE or k.startswith(hf + "/") for k in kept), (row, kept)
+            assert (runs / row / "eval" / step.name.replace("global_", "") / "results.json").is_file(), step
 
 
 def test_second_run_skips_everything_and_rewrites_nothing(tiny_run):

@@ -330,8 +330,9 @@ class Demo:
         are trained from (model, training and format questions, warm-up, preset, recipe variables) and what they are
         evaluated on (the held-out questions, the EVAL_* and TOKEN_PROBS variables). When only the second changed,
         overwrite clears the evaluations alone: the trained rows are evaluated again, not retrained, and when the
-        held-out file only grew at its end (same evaluation variables) their saved samples are kept."""
-        env = {str(k): v for k, v in _plain(self.cfg.recipe_env).items()}
+        held-out file only grew at its end (same evaluation variables) their saved samples are kept. KEEP_TRAINING_STATE
+        is in neither: it changes what stays on disk, not a result."""
+        env = {str(k): v for k, v in _plain(self.cfg.recipe_env).items() if not _is_storage_variable(str(k))}
         evaluation = {k: v for k, v in env.items() if _is_eval_variable(k)}
         train_fp = fingerprint({"model": _model_id(self.raw_model), "warmup": _plain(self.cfg.warmup),
                                 "preset": str(self.cfg.preset),
@@ -420,6 +421,11 @@ def _model_id(path: str) -> dict:
 def _is_eval_variable(name: str) -> bool:
     """Recipe variables that change only how rows are evaluated, never how they are trained."""
     return name in ("EVAL", "TOKEN_PROBS") or name.startswith("EVAL_")
+
+
+def _is_storage_variable(name: str) -> bool:
+    """Recipe variables that change only what stays on disk once a row has trained, never a result."""
+    return name == "KEEP_TRAINING_STATE"
 
 
 def _sha256(path: Path) -> str:

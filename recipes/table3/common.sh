@@ -69,6 +69,10 @@ SFT_MICRO_BATCH_SIZE_PER_GPU=${SFT_MICRO_BATCH_SIZE_PER_GPU:-4}
 SFT_FUSED_KERNELS=${SFT_FUSED_KERNELS:-True}
 # Checkpoint every N optimiser steps, all trained rows (empty: each config's own; the last step is always saved)
 SAVE_FREQ=${SAVE_FREQ:-}
+# 1: keep verl's whole checkpoints (training can resume or continue from any of them). 0: once a row has trained,
+# delete the training state (model/optimiser shards, scheduler and dataloader state) from its checkpoints and keep
+# only the HF weights evaluation reads (python -m dft_verl.checkpoints): SmolLM2-135M 0.5 of 2.1 GB per checkpoint.
+KEEP_TRAINING_STATE=${KEEP_TRAINING_STATE:-1}
 # Training seed of every trained row (empty: each trainer's own). Data and evaluation keep theirs: rerunning the
 # rows with SEED=1, 2, ... into other RUNS_DIR/CKPT_DIR folders measures the spread that training alone causes.
 SEED=${SEED:-}
@@ -122,6 +126,10 @@ if [[ "$DEVICE" != gpu && "$DEVICE" != cpu ]]; then
     echo "DEVICE=$DEVICE: choose gpu or cpu" >&2
     exit 2
 fi
+if [[ "$KEEP_TRAINING_STATE" != 1 && "$KEEP_TRAINING_STATE" != 0 ]]; then
+    echo "KEEP_TRAINING_STATE=$KEEP_TRAINING_STATE: choose 1 (whole checkpoints) or 0 (only their HF weights)" >&2
+    exit 2
+fi
 recipes_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$recipes_dir/../.." && pwd)
 
@@ -158,7 +166,6 @@ fi
 # Local runs import dft_verl from this checkout in every process (torchrun ranks, Ray workers).
 export PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}"
 
-# Launcher prefixes. Each ends right before the module's arguments.
 # Launcher prefixes. Each ends right before the module's arguments.
 # A job gets this checkout as its working directory (the uploaded copy: no .git, .venv or outputs) and, on
 # DEVICE=cpu, the CPU platform in every process it starts; it reserves GPUs only on DEVICE=gpu.
@@ -378,6 +385,16 @@ train_once() {
         date -u +%FT%TZ >"$done_file.tmp"
         mv "$done_file.tmp" "$done_file"
     fi
+}
+
+# drop_training_state CKPT HF_SUBDIR: with KEEP_TRAINING_STATE=0, delete the training state from every checkpoint
+# under CKPT, keeping HF_SUBDIR ("huggingface" or "actor/huggingface"). Call after train_once. Only node 0.
+drop_training_state() {
+    local ckpt=$1 sub=$2
+    if [[ "$NODE_RANK" != 0 || "$KEEP_TRAINING_STATE" == 1 ]]; then
+        return
+    fi
+    run_cmd "${cpu_python[@]}" -m dft_verl.checkpoints --keep "$sub" "$ckpt"
 }
 
 # evaluate ROW MODEL [OUT]: python -m dft_verl.eval on MODEL into OUT (default RUNS_DIR/ROW/eval; log: OUT.log),

@@ -53,4 +53,5 @@ train_once "$row" "${dpo_launcher[@]}" \
     "${engine_args[@]}" \
     "${extra_args[@]}" "$@"
 
+drop_training_state "$ckpt" huggingface
 evaluate_checkpoints "$row" "$ckpt" huggingface

@@ -34,4 +34,5 @@ train_once "$row" "${sft_launcher[@]}" \
     "${sft_common_args[@]}" \
     "${extra_args[@]}" "$@"
 
+drop_training_state "$ckpt" huggingface
 evaluate_checkpoints "$row" "$ckpt" huggingface

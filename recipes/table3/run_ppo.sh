@@ -31,4 +31,5 @@ train_once "$row" "${ppo_launcher[@]}" \
     "trainer.default_local_dir=$ckpt" \
     "${extra_args[@]}" "$@"
 
+drop_training_state "$ckpt" actor/huggingface
 evaluate_checkpoints "$row" "$ckpt" actor/huggingface

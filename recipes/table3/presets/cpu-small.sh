@@ -47,3 +47,6 @@ TOKEN_PROBS=${TOKEN_PROBS:-1}
 # k=2: at temperature 1.0 a paired CI is set by the number of responses more than by k (most of the per-question
 # spread is sampling noise), so 64 questions x 2 beat 32 x 4 at the same cost (dft_verl/demo/demo.yaml: task.n_test)
 EVAL_ARGS=${EVAL_ARGS:---benchmarks math500 --k 2 --max-new-tokens 64 --batch-size 32 --processes 2 --num-workers 1}
+# A laptop keeps only the HF weights of each trained row's checkpoints (0.5 of 2.1 GB each; KEEP_TRAINING_STATE in
+# common.sh): the ten rows take ~5 GB instead of ~20, and a checkpoint every 2 steps (Fig. 1) fits.
+KEEP_TRAINING_STATE=${KEEP_TRAINING_STATE:-0}

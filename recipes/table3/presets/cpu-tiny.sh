@@ -39,3 +39,5 @@ EVAL_ARGS=${EVAL_ARGS:---benchmarks math500 --k 2 --max-new-tokens 48 --batch-si
 # A checkpoint per step, each evaluated (the report's accuracy-vs-step figure)
 SAVE_FREQ=${SAVE_FREQ:-1}
 EVAL_EVERY_CHECKPOINT=${EVAL_EVERY_CHECKPOINT:-1}
+# Only the HF weights of each checkpoint stay once a row has trained (KEEP_TRAINING_STATE in common.sh)
+KEEP_TRAINING_STATE=${KEEP_TRAINING_STATE:-0}
