@@ -102,13 +102,17 @@ def test_every_row_trains_evaluates_and_reports(tiny_run):
     from dft_verl.checkpoints import NOTE_FILE
 
     for row in SFT_TRAINED + RL_TRAINED:
-        steps = sorted((runs / "checkpoints" / row).glob("global_step_*"))
+        steps = sorted((runs / "checkpoints" / row).glob("global_step_*"), key=lambda p: int(p.name.split("_")[-1]))
         assert steps, row  # SAVE_FREQ=1: one per step, each evaluated into eval/step_<N>
         for step in steps:
             kept = sorted(str(p.relative_to(step)) for p in step.rglob("*") if p.is_file())
             hf = "actor/huggingface" if row in RL_TRAINED else "huggingface"
             assert NOTE_FILE in kept and all(k == NOTE_FILE or k.startswith(hf + "/") for k in kept), (row, kept)
             assert (runs / row / "eval" / step.name.replace("global_", "") / "results.json").is_file(), step
+        # the newest checkpoint is evaluated once: its step point is a copy of the row's result
+        last = runs / row / "eval" / steps[-1].name.replace("global_", "")
+        assert (last / "results.json").read_bytes() == (runs / row / "eval" / "results.json").read_bytes(), row
+        assert not (last / "samples").exists(), row
 
 
 def test_second_run_skips_everything_and_rewrites_nothing(tiny_run):

@@ -420,6 +420,18 @@ evaluate() {
     run_logged "$out.log" "${gpu_python[@]}" -m dft_verl.eval "${eval_args[@]}" "${user_eval_args[@]}"
 }
 
+# copy_result SRC DST: DST/results.json becomes a copy of SRC/results.json (written only when they differ, atomically).
+# Only node 0, with EVAL=1; a dry run has no result to copy.
+copy_result() {
+    local src=$1/results.json dst=$2/results.json
+    if [[ "$NODE_RANK" != 0 || "$EVAL" != 1 || "$DRY_RUN" == 1 ]] || cmp -s "$src" "$dst"; then
+        return
+    fi
+    mkdir -p "$2"
+    cp "$src" "$dst.tmp"
+    mv "$dst.tmp" "$dst"
+}
+
 # token_probs ROW MODEL: with TOKEN_PROBS=1 (and EVAL=1), MODEL's probability of each target token of the
 # offline-RL SFT data into RUNS_DIR/ROW/token_probs (log: that folder's name + .log); skipped when its meta.json
 # exists. Only node 0.
@@ -438,18 +450,23 @@ token_probs() {
 }
 
 # evaluate_checkpoints ROW CKPT HF_SUBDIR: evaluate the newest checkpoint into ROW/eval (and its token
-# probabilities, TOKEN_PROBS=1) and, with EVAL_EVERY_CHECKPOINT=1, every global_step_<N> into ROW/eval/step_<N>.
+# probabilities, TOKEN_PROBS=1) and, with EVAL_EVERY_CHECKPOINT=1, every other global_step_<N> into ROW/eval/step_<N>;
+# the newest one's step_<N>/results.json is a copy of ROW/eval/results.json (the same model, evaluated once).
 # HF_SUBDIR: "huggingface" (SFT trainer) or "actor/huggingface" (main_ppo).
 evaluate_checkpoints() {
-    local row=$1 ckpt=$2 sub=$3 step dir
+    local row=$1 ckpt=$2 sub=$3 latest step dir
+    latest=$(latest_step "$ckpt")
     if [[ "$EVAL_EVERY_CHECKPOINT" == 1 ]]; then
         for dir in "$ckpt"/global_step_*; do
-            [[ -d "$dir" ]] || continue
             step=${dir##*/global_step_}
-            evaluate "$row" "$dir/$sub" "$runs_dir/$row/eval/step_$step"
+            if [[ -d "$dir" && "$step" != "$latest" ]]; then
+                evaluate "$row" "$dir/$sub" "$runs_dir/$row/eval/step_$step"
+            fi
         done
     fi
-    step=$(latest_step "$ckpt")
-    evaluate "$row" "$ckpt/global_step_$step/$sub"
-    token_probs "$row" "$ckpt/global_step_$step/$sub"
+    evaluate "$row" "$ckpt/global_step_$latest/$sub"
+    if [[ "$EVAL_EVERY_CHECKPOINT" == 1 ]]; then
+        copy_result "$runs_dir/$row/eval" "$runs_dir/$row/eval/step_$latest"
+    fi
+    token_probs "$row" "$ckpt/global_step_$latest/$sub"
 }
