@@ -133,6 +133,18 @@ def test_figures_written(runs, tmp_path):
         assert written[name].stat().st_size > 10_000
 
 
+def test_fig1_draws_a_panel_only_for_benchmarks_with_points(runs, tmp_path):
+    from dft_verl.analysis.plots import plot_accuracy_vs_step
+
+    curves = report.step_curves(runs)  # step 10: all five benchmarks (and their average); step 20: math500 only
+    assert plot_accuracy_vs_step(curves, tmp_path / "all.png") == [*BENCHMARKS, "average"]
+    only_math = {"DFT": [(0, {"math500": 40.0}), (2, {"math500": 55.0})], "SFT": [(2, {"math500": 50.0})]}
+    assert plot_accuracy_vs_step(only_math, tmp_path / "math.png") == ["math500"]  # the demo's one benchmark
+    assert (tmp_path / "math.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no accuracy curve has a point"):
+        plot_accuracy_vs_step({"DFT": [(2, {})]}, tmp_path / "none.png")
+
+
 def test_malformed_results_names_file_and_field(tmp_path):
     write(tmp_path / "runs" / "ppo" / "eval" / "results.json", {"benchmarks": {"math500": {"avg_at_k": 3.0}}})
     with pytest.raises(ValueError, match=r"ppo/eval/results.json: benchmarks.math500.per_question_acc"):

@@ -1,6 +1,7 @@
 """The report's figures, as PNG files (matplotlib, Agg backend).
 
-- Fig. 1 (paper): Average@k (percent) against training step, one panel per benchmark plus the five-benchmark mean.
+- Fig. 1 (paper): Average@k (percent) against training step, one panel per benchmark evaluated, plus the
+  five-benchmark mean where all five were.
 - Fig. 2 (paper): histogram of the probability a model gives each target token of the SFT training set, after
   training (one panel per method) with the base model ("before") overlaid; y is the fraction of target tokens
   in each probability bin, on a log axis.
@@ -34,13 +35,23 @@ def _save(fig, path: str | os.PathLike) -> None:
 
 
 def plot_accuracy_vs_step(curves: Mapping[str, Sequence[tuple[int, Mapping[str, float]]]],
-                          path: str | os.PathLike) -> None:
-    """Fig. 1: `curves` = {label: [(step, {benchmark or "average": percent})]} -> one line per label per panel."""
+                          path: str | os.PathLike) -> list[str]:
+    """Fig. 1: `curves` = {label: [(step, {benchmark or "average": percent})]} -> one line per label in a panel per
+    benchmark that has points (paper order, then the five-benchmark "average"); returns the panels drawn."""
     if not curves:
         raise ValueError("no accuracy curves to plot")
     plt = _pyplot()
-    panels = [*BENCHMARKS, "average"]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), squeeze=False)
+    panels = [name for name in (*BENCHMARKS, "average") if any(name in p for pts in curves.values() for _, p in pts)]
+    if not panels:
+        raise ValueError("no accuracy curve has a point")
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    legend_cols = min(5, len(curves))
+    legend_h = 0.3 * -(-len(curves) // legend_cols)  # inches under the panels
+    width, height = max(4.4 * ncols, 2.6 * legend_cols), 3.6 * nrows + 0.5 + legend_h
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.remove()
     for ax, name in zip(axes.flat, panels):
         for label, points in curves.items():
             xs = [step for step, p in points if name in p]
@@ -51,15 +62,13 @@ def plot_accuracy_vs_step(curves: Mapping[str, Sequence[tuple[int, Mapping[str, 
         ax.set_xlabel("training step")
         ax.set_ylabel("Average@k (%)")
         ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    for ax in axes.flat:
-        if handles:
-            break
-        handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, max(1, len(labels))), frameon=False)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat[: len(panels)]),
+                          key=lambda hl: len(hl[1]))
+    fig.legend(handles, labels, loc="lower center", ncol=legend_cols, frameon=False)
     fig.suptitle("Accuracy during training")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.tight_layout(rect=(0, (legend_h + 0.1) / height, 1, 1 - 0.4 / height))
     _save(fig, path)
+    return panels
 
 
 def histogram_fractions(probs: np.ndarray, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
