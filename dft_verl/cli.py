@@ -3,9 +3,8 @@
     dft-verl demo [--fast] [--rows base,sft,...] [--seeds N] [--out DIR] [--config FILE] [--model DIR] [--train-file F]
                   [--test-file F] [--overwrite] [key=value ...]
     dft-verl smollm2 [--cache-dir DIR]       # convert the packaged SmolLM2-135M-Instruct GGUF once, print its folder
-    dft-verl cpu-overrides [--dtype float32] # the SFT-family trainers' CPU overrides, one per line
 
-``demo`` rehearses the whole Table-3 comparison on CPU by running the Table-3 recipes at a CPU preset
+``demo`` rehearses the whole Table-3 comparison on CPU by running the Table-3 stages (dft_verl.table3) at a CPU preset
 (dft_verl/demo/run.py; settings in dft_verl/demo/demo.yaml, ``--fast`` layers demo_fast.yaml). key=value overrides
 any demo.yaml entry, e.g. ``task.n_test=64 recipe_env.GRPO_N=8``.
 """
@@ -34,7 +33,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--model", default=None, help="HF model folder instead of the packaged SmolLM2-135M-Instruct")
     p.add_argument("--train-file", default=None, help="your task: jsonl with question, answer (and solution)")
     p.add_argument("--test-file", default=None, help="held-out jsonl (default: hold out task.n_test train rows)")
-    p.add_argument("--overwrite", action="store_true", help="replace results of a different config in --out")
+    p.add_argument("--overwrite", action="store_true", help="rerun every step, also those finished with the same inputs")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="any demo.yaml entry, e.g. task.n_test=64 recipe_env.SAMPLE_N=8")
 
@@ -103,9 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     _demo_parser(sub)
     p = sub.add_parser("smollm2", help="convert the packaged SmolLM2-135M-Instruct GGUF to an HF folder (once)")
     p.add_argument("--cache-dir", default=None)
-    p = sub.add_parser("cpu-overrides", help="print dft_verl.trainer.cpu_overrides(), one per line "
-                       "(recipes/table3/common.sh reads them for DEVICE=cpu)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     if args.command == "demo":
         run_demo(args)
@@ -113,10 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         from dft_verl.demo import smollm2
 
         smollm2.main(["--cache-dir", args.cache_dir] if args.cache_dir else [])
-    elif args.command == "cpu-overrides":
-        from dft_verl.trainer.overrides import cpu_overrides
-
-        print("\n".join(cpu_overrides(args.dtype)))
     return 0
 
 

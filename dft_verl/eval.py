@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -49,59 +48,15 @@ from typing import Sequence
 import pandas as pd
 
 from dft_verl.benchmarks import BENCHMARKS, HF_SOURCES, HFSource, Question, check_names, load_benchmark
-from dft_verl.pipeline.artifacts import atomic_write
+from dft_verl.atomic import atomic_write
 from dft_verl.prompts import DEFAULT_TEMPLATE, TEMPLATES, check_template
+from dft_verl.stats import average_over_benchmarks, mean_ci95
 
 logger = logging.getLogger("dft_verl.eval")
 
 DEFAULT_K = 16
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_NEW_TOKENS = 4096
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-# ---------------------------------------------------------------- statistics (also used by dft_verl.report)
-
-
-def mean_ci95(per_question_acc: Sequence[float]) -> tuple[float, list[float] | None]:
-    """(100 * mean p_i, [lo, hi]) in percent; normal CI across questions, clipped to [0, 100], None if n < 2."""
-    values = [float(v) for v in per_question_acc]
-    n = len(values)
-    if n == 0:
-        raise ValueError("no per-question accuracies to average")
-    if any(not (0.0 <= v <= 1.0) for v in values):
-        raise ValueError(f"per-question accuracies must lie in [0, 1], got {values}")
-    mean = sum(values) / n
-    if n < 2:
-        return 100.0 * mean, None
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    half = Z95 * math.sqrt(var / n)
-    return 100.0 * mean, [100.0 * max(0.0, mean - half), 100.0 * min(1.0, mean + half)]
-
-
-def standard_error(per_question_acc: Sequence[float]) -> float | None:
-    """Standard error of the mean per-question accuracy, in percent (None if n < 2)."""
-    n = len(per_question_acc)
-    if n < 2:
-        return None
-    mean = sum(per_question_acc) / n
-    var = sum((v - mean) ** 2 for v in per_question_acc) / (n - 1)
-    return 100.0 * math.sqrt(var / n)
-
-
-def average_over_benchmarks(per_question_accs: Sequence[Sequence[float]]) -> tuple[float, list[float] | None]:
-    """Unweighted mean of the benchmarks' Average@k (percent) and its 95% CI (se = sqrt(sum se_b^2) / B)."""
-    if not per_question_accs:
-        raise ValueError("no benchmarks to average")
-    means = [mean_ci95(p)[0] for p in per_question_accs]
-    ses = [standard_error(p) for p in per_question_accs]
-    avg = sum(means) / len(means)
-    if any(se is None for se in ses):
-        return avg, None
-    half = Z95 * math.sqrt(sum(se * se for se in ses)) / len(ses)
-    return avg, [max(0.0, avg - half), min(100.0, avg + half)]
-
-
 def summarize_samples(samples: pd.DataFrame, k: int, where: str = "samples") -> dict:
     """Benchmark summary from judged samples (columns index, sample_idx, correct): exactly k samples per question."""
     for col in ("index", "sample_idx", "correct"):

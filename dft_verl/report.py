@@ -15,13 +15,13 @@ Layout read under RUNS_DIR (one sub-folder per Table-3 row; a missing folder or 
 
 Cells. Each benchmark cell is Average@k in percent with its 95% CI, both recomputed here from the results file's
 `per_question_acc` (p_i = correct_i / k): mean 100 * mean_i p_i, CI +- 1.96 * 100 * std_i(p_i) / sqrt(n)
-(normal, across questions, clipped to [0, 100]; `dft_verl.eval.mean_ci95`). "Avg" is the unweighted mean of the
+(normal, across questions, clipped to [0, 100]; `dft_verl.stats.mean_ci95`). "Avg" is the unweighted mean of the
 five benchmarks, shown only when all five are present; its CI uses se = sqrt(sum_b se_b^2) / 5. "Paper" is the
 paper's Table 3 average (Qwen2.5-Math-1.5B); the paper's per-benchmark numbers are not carried here ("—").
 Delta = ours - paper, in percentage points.
 
 Paired comparisons (COMPARISONS: DFT-offline vs RFT, DPO, PPO, GRPO, iw-SFT; DFT-SFT vs SFT), when both rows have
-results on the same questions: A − B in points with a paired bootstrap 95% CI (``dft_verl.paired_stats``), and
+results on the same questions: A − B in points with a paired bootstrap 95% CI (``dft_verl.stats``), and
 "not distinguishable" when the CI contains 0; the paper's A − B beside it.
 
 Ranks: every row with results is scored on the benchmarks all of them have (the mean of their Average@k; "Avg"
@@ -47,43 +47,14 @@ from pathlib import Path
 from typing import Sequence
 
 from dft_verl.benchmarks import BENCHMARKS, DISPLAY_NAMES
-from dft_verl.eval import average_over_benchmarks, mean_ci95
-from dft_verl.paired_stats import DEFAULT_REPS, paired_bootstrap
-from dft_verl.pipeline.artifacts import atomic_write
+from dft_verl.atomic import atomic_write
+from dft_verl.stats import DEFAULT_REPS, average_over_benchmarks, mean_ci95, paired_bootstrap
+from dft_verl.table3.rows import COMPARISONS, ROWS, Row
 
 logger = logging.getLogger("dft_verl.report")
 
 DASH = "—"
 
-
-@dataclass(frozen=True)
-class Row:
-    """One Table-3 row: runs sub-folder, method label, training-data setting, paper's average (None: not given)."""
-
-    key: str
-    method: str
-    setting: str
-    paper_average: float | None
-
-
-ROWS: tuple[Row, ...] = (
-    Row("base", "Base model", "—", 15.92),
-    Row("sft", "SFT", "SFT data", 16.81),
-    Row("iw_sft_sft", "iw-SFT", "SFT data", None),
-    Row("dft_sft", "DFT", "SFT data", 30.67),
-    Row("dpo", "DPO", "offline RL", 23.20),
-    Row("rft", "RFT", "offline RL", 23.97),
-    Row("ppo", "PPO", "online RL", 28.66),
-    Row("grpo", "GRPO", "online RL", 32.00),
-    Row("iw_sft_offline", "iw-SFT", "offline RL", 31.86),
-    Row("dft_offline", "DFT", "offline RL", 35.43),
-)
-
-# The comparisons the paper draws (A, B): DFT on offline-RL data against each RL baseline, DFT against SFT on SFT data.
-COMPARISONS: tuple[tuple[str, str], ...] = (
-    ("dft_offline", "rft"), ("dft_offline", "dpo"), ("dft_offline", "ppo"), ("dft_offline", "grpo"),
-    ("dft_offline", "iw_sft_offline"), ("dft_sft", "sft"),
-)
 
 # The paper's per-benchmark Table-3 numbers are not reproduced here; a cell with no paper number prints "—".
 PAPER_PER_BENCHMARK: dict[str, dict[str, float]] = {}
@@ -190,7 +161,7 @@ def _settings_note(table: list[tuple[Row, dict | None]]) -> str:
 
 
 def paired_comparisons(table: list[tuple[Row, dict | None]], reps: int = DEFAULT_REPS) -> list[dict]:
-    """COMPARISONS whose two rows both have results: A - B with a paired bootstrap CI (dft_verl.paired_stats)."""
+    """COMPARISONS whose two rows both have results: A - B with a paired bootstrap CI (dft_verl.stats)."""
     by_key = {row.key: (row, results) for row, results in table}
     out = []
     for a, b in COMPARISONS:
@@ -234,11 +205,6 @@ def headline_scores(table: list[tuple[Row, dict | None]]) -> tuple[list[str], di
                     for row, r in table if r is not None}
 
 
-def row_label(row: Row) -> str:
-    """"Method (setting)", or the method alone for the base model."""
-    return row.method if row.setting == DASH else f"{row.method} ({row.setting})"
-
-
 def _ranks(scores: dict[str, float]) -> dict[str, int]:
     """1 = highest; ties share the better rank."""
     return {k: 1 + sum(v > s for v in scores.values()) for k, s in scores.items()}
@@ -258,7 +224,7 @@ def ranks_markdown(table: list[tuple[Row, dict | None]], comparisons: list[dict]
              "", "| Method | ours | rank (ours) | paper | rank (paper) |", "|---|---:|---:|---:|---:|"]
     for key in sorted(ours, key=lambda k: -ours[k]):
         row = by_key[key]
-        lines.append(f"| {row_label(row)} | {ours[key]:.2f} | {rank_ours.get(key, DASH)} | "
+        lines.append(f"| {row.label} | {ours[key]:.2f} | {rank_ours.get(key, DASH)} | "
                      f"{_num(row.paper_average)} | {rank_paper.get(key, DASH)} |")
     checks = []
     if "dft_offline" in ours:
@@ -266,7 +232,7 @@ def ranks_markdown(table: list[tuple[Row, dict | None]], comparisons: list[dict]
         top = [k for k in ours if rank_all[k] == 1]
         verdict = ("yes" if top == ["dft_offline"] else "tied for first" if "dft_offline" in top else "no")
         checks.append(f"DFT (offline RL) leads: paper yes; ours {verdict} (rank {rank_all['dft_offline']} of "
-                      f"{len(ours)}; top: {', '.join(row_label(by_key[k]) for k in top)})")
+                      f"{len(ours)}; top: {', '.join(by_key[k].label for k in top)})")
     pair = next((c for c in comparisons if (c["a"], c["b"]) == ("dft_sft", "sft")), None)
     if pair is not None:
         checks.append(f"DFT − SFT on SFT data: paper {_delta(pair['paper_diff'])}; ours {pair['diff']:+.2f} "

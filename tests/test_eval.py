@@ -50,22 +50,6 @@ def test_summarize_rejects_incomplete_questions():
         ev.summarize_samples(df.drop(columns="correct"), k=2)
 
 
-def test_ci_clipping_and_small_n():
-    assert ev.mean_ci95([0.5]) == (50.0, None)
-    avg, ci = ev.mean_ci95([0.0, 0.5])  # mean .25, se .25, half .49 -> [-24, 74] clipped to [0, 74]
-    assert avg == pytest.approx(25.0) and ci == pytest.approx([0.0, 74.0], abs=0.01)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        ev.mean_ci95([1.5, 0.0])
-
-
-def test_average_over_benchmarks_hand_values():
-    # 50 (se 20.4124) and 50 (se 25): avg 50, se = sqrt(20.4124^2 + 25^2) / 2 = 16.1374, half = 31.6289
-    avg, ci = ev.average_over_benchmarks([[1, 0.5, 0, 0.5], [0.25, 0.75]])
-    assert avg == pytest.approx(50.0)
-    assert ci == pytest.approx([18.3711, 81.6289], abs=1e-3)
-    assert ev.average_over_benchmarks([[1, 0.5, 0, 0.5], [0.25]]) == (pytest.approx(37.5), None)
-
-
 # ------------------------------------------------------------------ end to end on a tiny model
 
 WORDS = ["the", "answer", "is", "so", "we", "get", "x", "plus", "\\boxed{7}"]

@@ -38,7 +38,7 @@ def tokenizer_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def grpo_config(tokenizer_dir):
     """The config run_grpo.sh trains with, composed from dft_verl/config/online/grpo.yaml."""
-    from dft_verl.recipe_check import compose_config
+    from dft_verl.table3.check import compose_config
 
     return compose_config("pkg://dft_verl.config.online", "grpo", [f"actor_rollout_ref.model.path={tokenizer_dir}"])
 

@@ -60,11 +60,11 @@ def test_gpu_processes_import_nothing_more():
 def test_dry_run_checks_the_cpu_mode_as_the_workers_will_see_it(tiny_model_dir):
     """`+platform=cpu` composes over the online configs; the checker registers what every Ray worker of that run
     registers (VERL_PLATFORM=cpu from the config), so the hf rollout and cpu_sync trainer resolve."""
-    from dft_verl.recipe_check import RecipeCheckError, check_command
+    from dft_verl.table3.check import CheckError, check_command
 
-    base = ["python", "-m", "verl.trainer.main_ppo", "--config-path=pkg://dft_verl.config.online", "--config-name=grpo",
+    base = ["--config-path=pkg://dft_verl.config.online", "--config-name=grpo",
             f"actor_rollout_ref.model.path={tiny_model_dir}"]
-    notes = " ".join(check_command(base + ["+platform=cpu"]))
+    notes = " ".join(check_command("verl.trainer.main_ppo", base + ["+platform=cpu"]))
     assert "rollout=hf trainer=cpu_sync" in notes
-    with pytest.raises(RecipeCheckError, match="Unknown trainer 'cpu_synk'"):
-        check_command(base + ["+platform=cpu", "trainer.v1.trainer_mode=cpu_synk"])
+    with pytest.raises(CheckError, match="Unknown trainer 'cpu_synk'"):
+        check_command("verl.trainer.main_ppo", base + ["+platform=cpu", "trainer.v1.trainer_mode=cpu_synk"])

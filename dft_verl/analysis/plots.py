@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from dft_verl.benchmarks import BENCHMARKS, DISPLAY_NAMES
-from dft_verl.pipeline.artifacts import atomic_write
+from dft_verl.atomic import atomic_write
 
 
 def _pyplot():

@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from dft_verl.eval import write_json, write_parquet
-from dft_verl.pipeline.artifacts import atomic_write
+from dft_verl.atomic import atomic_write
 
 logger = logging.getLogger("dft_verl.analysis.token_probs")
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from dft_verl.eval import mean_ci95
-from dft_verl.report import (COMPARISONS, ROWS, collect, headline_scores, paired_comparisons, paired_markdown,
-                             ranks_markdown, row_label, write_text)
+from dft_verl.stats import mean_ci95
+from dft_verl.report import (collect, headline_scores, paired_comparisons, paired_markdown, ranks_markdown,
+                             write_text)
+from dft_verl.table3.rows import COMPARISONS, ROWS
 
 NO_ANSWER = ("no_answer", "empty_response")
 
@@ -55,7 +56,7 @@ def build_rows(table: list, out: Path, row_seconds: dict[str, int]) -> list[dict
         if results is None:
             continue
         rec = row_record(row.key, results, out / row.key / "eval" / "results.json")
-        rec.update(method=row.method, setting=row.setting, label=row_label(row), paper_average=row.paper_average,
+        rec.update(method=row.method, setting=row.setting, label=row.label, paper_average=row.paper_average,
                    seconds=row_seconds.get(row.key))
         records.append(rec)
     base = next((r["avg_at_k"] for r in records if r["row"] == "base"), None)
@@ -107,7 +108,7 @@ def seed_spread(seed_dirs: list[Path]) -> tuple[list[dict], list[dict]]:
         return {"name": name, "values": values, "n": n, "mean": mean, "sd": sd, "min": min(values),
                 "max": max(values)}
 
-    labels = {row.key: row_label(row) for row in ROWS}
+    labels = {row.key: row.label for row in ROWS}
     rows = [stats(labels[k], [v[s] for s in sorted(v)]) for k, v in scores.items() if len(v) >= 2]
     pairs = []
     for a, b in COMPARISONS:

@@ -111,15 +111,10 @@ def make_problems(n: int, seed: int, families: tuple[str, ...] = DEFAULT_FAMILIE
 
 
 def write_jsonl(rows: list[dict], path: str | os.PathLike) -> Path:
-    """Write rows as jsonl atomically (tmp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write rows as jsonl atomically (dft_verl.atomic)."""
+    from dft_verl.atomic import write_text_atomic
+
+    return write_text_atomic("".join(json.dumps(row) + "\n" for row in rows), path)
 
 
 def read_task_file(path: str | os.PathLike) -> list[dict]:

@@ -24,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dft_verl.dpo.data import REF_LOGP_KEYS, REF_TOKENS_KEYS, RESPONSE_KEYS, DPOPairDataset
-from dft_verl.pipeline.artifacts import write_parquet_atomic
+from dft_verl.atomic import write_parquet_atomic
 from dft_verl.trainer.ref_logprobs import batched_token_log_probs
 
 

@@ -1,4 +1,4 @@
-"""Files the pipeline stages write: atomic parquet/json, stage manifests (resume), and the hydra config.
+"""Files the pipeline stages write: atomic parquet/json (dft_verl.atomic), stage manifests (resume), and the hydra config.
 
 Atomic: every file is written to ``<name>.tmp-<pid>`` in the same folder and moved into place with
 ``os.replace``, so a killed stage leaves either the old file, the new one, or a stray tmp file that no reader
@@ -17,44 +17,11 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import pandas as pd
+# the stages write through these (dft_verl.atomic is the one atomic-write helper)
+from dft_verl.atomic import write_json_atomic, write_parquet_atomic  # noqa: F401
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "pipeline"
 MANIFEST = "_manifest.json"
-
-
-# --------------------------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------------------------
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp)`` on a tmp file next to ``path`` (``<name>.tmp-<pid>``), then os.replace it onto ``path``.
-
-    A killed writer leaves only the tmp file, which ``remove_stale_tmp`` deletes; ``path`` is never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` (no index) to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-
-
-def write_json_atomic(obj, path: str | os.PathLike) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def shard_paths(shard_dir: str | os.PathLike, n_items: int, shard_size: int) -> tuple[list[Path], list[int]]:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from dft_verl.data import REF_LOGPROBS_KEY, check_sft_files
-from dft_verl.pipeline.artifacts import write_parquet_atomic
+from dft_verl.atomic import write_parquet_atomic
 
 
 def batched_token_log_probs(model, sequences: list[torch.Tensor], max_batch_tokens: int = 4096,

@@ -1,28 +1,17 @@
 #!/usr/bin/env bash
-# Table 3, row "dft_offline": DFT on the correct self-samples (the RFT data), then evaluation.
+# Table 3, row "dft_offline": DFT on the base model's correct samples (the RFT data), then evaluation.
 #
 # Usage: bash recipes/table3/run_dft_offline.sh [hydra overrides for dft_verl.trainer.sft ...]
-#   Settings (MODEL_PATH, DATA_DIR, NNODES, N_GPUS_PER_NODE, SFT_LR, ...): see common.sh.
-#   DRY_RUN=1 bash recipes/table3/run_dft_offline.sh     # print and config-check the commands, run nothing
-set -xeuo pipefail
+#   DRY_RUN=1 bash recipes/table3/run_dft_offline.sh    # print every command and check its config against verl; run nothing
+#   Every setting (MODEL_PATH, RUNS_DIR, PRESET, NNODES, RAY_ADDRESS, ...): python -m dft_verl.table3 settings
+#   The flat command, every override visible: python -m dft_verl.table3 print dft_offline
+set -euo pipefail
 
-# common.sh first: it loads PRESET, whose values the defaults below yield to
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# ---- user-adjustable (environment variables; empty = the PRESET's value) ----
+export SFT_LR=${SFT_LR:-}                  # learning rate (paper: 5e-5)
+export SFT_BATCH_SIZE=${SFT_BATCH_SIZE:-}          # sequences per step (paper: 256)
+export SFT_MAX_LENGTH=${SFT_MAX_LENGTH:-}          # tokens per sequence (paper: 2048)
+export SFT_EPOCHS=${SFT_EPOCHS:-}                  # epochs (paper: 1)
 
-# ---- user-adjustable ----
-# (all settings of this row are shared with the other rows: common.sh)
-
-row=dft_offline
-ckpt=$ckpt_root/$row
-extra_args=()
-
-train_once "$row" "${sft_launcher[@]}" \
-    loss.type=dft \
-    "data.train_files=$rft_data" \
-    "trainer.experiment_name=$row" \
-    "trainer.default_local_dir=$ckpt" \
-    "${sft_common_args[@]}" \
-    "${extra_args[@]}" "$@"
-
-drop_training_state "$ckpt" huggingface
-evaluate_checkpoints "$row" "$ckpt" huggingface
+source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
+"$PYTHON" -m dft_verl.table3 run dft_offline -- "$@"

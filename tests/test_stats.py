@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dft_verl import report
-from dft_verl.paired_stats import paired_bootstrap
+from dft_verl.stats import average_over_benchmarks, mean_ci95, paired_bootstrap
 
 
 def test_one_differing_question_of_four_is_not_distinguishable():
@@ -85,3 +85,19 @@ def test_report_lists_the_papers_comparisons(tmp_path):
     assert float(pairs[("dft_offline", "grpo")]["paper_diff"]) == pytest.approx(3.43)
     assert ("dft_sft", "sft") not in pairs  # no shared benchmark: skipped, not an error
     assert ("dft_offline", "ppo") not in pairs  # ppo not evaluated
+
+
+def test_ci_clipping_and_small_n():
+    assert mean_ci95([0.5]) == (50.0, None)
+    avg, ci = mean_ci95([0.0, 0.5])  # mean .25, se .25, half .49 -> [-24, 74] clipped to [0, 74]
+    assert avg == pytest.approx(25.0) and ci == pytest.approx([0.0, 74.0], abs=0.01)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mean_ci95([1.5, 0.0])
+
+
+def test_average_over_benchmarks_hand_values():
+    # 50 (se 20.4124) and 50 (se 25): avg 50, se = sqrt(20.4124^2 + 25^2) / 2 = 16.1374, half = 31.6289
+    avg, ci = average_over_benchmarks([[1, 0.5, 0, 0.5], [0.25, 0.75]])
+    assert avg == pytest.approx(50.0)
+    assert ci == pytest.approx([18.3711, 81.6289], abs=1e-3)
+    assert average_over_benchmarks([[1, 0.5, 0, 0.5], [0.25]]) == (pytest.approx(37.5), None)
