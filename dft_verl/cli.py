@@ -34,6 +34,8 @@ def _demo_parser(sub) -> None:
     p.add_argument("--train-file", default=None, help="your task: jsonl with question, answer (and solution)")
     p.add_argument("--test-file", default=None, help="held-out jsonl (default: hold out task.n_test train rows)")
     p.add_argument("--overwrite", action="store_true", help="rerun every step, also those finished with the same inputs")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print every step the rows would run and check its config against verl; run nothing (DRY_RUN=1)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="any demo.yaml entry, e.g. task.n_test=64 recipe_env.SAMPLE_N=8")
 
@@ -64,6 +66,11 @@ def run_demo(args) -> dict:
     if args.seeds is not None:
         overrides.append(f"seeds={args.seeds}")
     cfg = load_config(fast=args.fast, config_file=args.config, overrides=overrides)
+    if args.dry_run or os.environ.get("DRY_RUN") == "1":
+        failures = Demo(cfg).dry_run()
+        if failures:
+            raise SystemExit(1)
+        return {}
 
     out = Path(cfg.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)

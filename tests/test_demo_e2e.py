@@ -1,5 +1,5 @@
-"""The ten-row demo at CI size, end to end through `dft-verl demo`: it drives the Table-3 recipes (preset cpu-tiny)
-for real, every row's outputs exist and agree with each other, the summary's numbers and the paired statistics
+"""The ten-row demo at CI size, end to end through `dft-verl demo`: it drives the Table-3 runner (dft_verl.table3,
+preset cpu-tiny) for real, every row's outputs exist and agree with each other, the summary's numbers and the paired statistics
 match an independent computation from the results files, and a rerun resumes (reuses every row, rewrites nothing).
 
 The model is a tiny random Llama taught the training questions' gold solutions for a few seconds, so that at
@@ -64,9 +64,11 @@ def test_the_recipes_ran_every_row_from_the_warmed_up_model(demo_run):
     assert (base_model / "config.json").is_file() and not (out / "warmup" / "sft" / "eval").exists()
     assert f"model.path={model}" in (out / "warmup" / "sft" / "train.log").read_text()
     assert len(pd.read_parquet(out / "warmup" / "data" / "prepare" / "sft.parquet")) == N_FORMAT
-    # run_all.sh ran the data step and all ten rows, in order
-    recipes_log = (out / "recipes.log").read_text()
-    assert "run_all.sh data " + " ".join(ALL_ROWS) in recipes_log
+    # the runner ran the data step, all ten rows and the report, in order
+    demo_log = (out / "demo.log").read_text()
+    starts = [line.split("[table3] ")[1].split()[0] for line in demo_log.splitlines() if " start" in line and
+              "==== [table3]" in line]
+    assert starts[-12:] == ["data", *ALL_ROWS, "report"]
     assert list(summary["row_seconds"]) == ["data", *ALL_ROWS, "report"]
     # the data step sampled the demo's training questions with the base model
     rl = pd.read_parquet(out / "data" / "prepare" / "rl.parquet")
@@ -139,13 +141,11 @@ def test_paired_statistics_match_the_results_files(demo_run):
 def test_rerun_resumes_and_a_deleted_row_is_redone_alone(demo_run):
     out, model, _ = demo_run
     # files the run's own bookkeeping rewrites each time; everything the rows made must stay untouched
-    volatile = {"demo.log", "config.json", "recipes.log", "timings.tsv", "report/summary.json", "report/summary.md"}
+    volatile = {"demo.log", "config.json", "timings.tsv", "report/summary.json", "report/summary.md"}
     before = _files(out)
-    # KEEP_TRAINING_STATE changes what stays on disk, not a result: neither refused nor a reason to retrain
+    # KEEP_TRAINING_STATE changes what stays on disk, not a result: no reason to retrain
     second = run_cli(out, model, "recipe_env.KEEP_TRAINING_STATE=1")
     after = _files(out)
-    # the data step always runs (the pipeline checks its stages itself) and appends to its log
-    volatile.add("data/pipeline.log")
     changed = sorted(k for k in before if k not in volatile and after.get(k) != before[k])
     assert changed == [] and sorted(set(after) - set(before)) == []
     assert {"task", "warmup", *(f"row {r}" for r in ALL_ROWS)} <= set(second["skipped"])
@@ -184,51 +184,56 @@ def test_more_seeds_retrain_the_rows_and_give_their_spread(demo_run):
 
 
 def test_a_larger_held_out_set_is_evaluated_without_retraining(demo_run):
-    """task.n_test grows: refused without overwrite (nothing touched); with it, the trained rows are evaluated on the
-    larger set, whose first questions are the old ones, sampling only the new questions (the saved samples stay), and
-    no checkpoint or training log changes. Then a changed EVAL_* variable clears every evaluation."""
+    """task.n_test grows: the trained rows asked for are evaluated on the larger set, whose first questions are the
+    old ones, sampling only the new questions (the saved samples stay); no checkpoint or training log changes; rows
+    not asked for keep their results. Then a changed EVAL_ARGS samples that evaluation again from scratch."""
     out, model, _ = demo_run
     rows = ["base", "sft", "dft_sft"]
     bench = out / "bench" / "math500" / "test.jsonl"
     old_bench = bench.read_text().splitlines()
     kept = {k: v for k, v in _files(out).items() if k.startswith(("checkpoints/", "warmup/", "data/", "task/train",
                                                                   "task/format"))
-            or k.endswith(("train.log", "train.done"))}
-    kept.pop("data/pipeline.log")  # the data step runs each time (its stages are up to date) and appends here
+            or k.endswith(("train.log", "steps/train.json"))}
     samples = {p: pd.read_parquet(p) for p in out.glob("*/eval/**/samples/math500.parquet")}
     assert {p.relative_to(out).parts[0] for p in samples} == set(ALL_ROWS)
-    with pytest.raises(RuntimeError, match="evaluates the trained rows again"):
-        run_cli(out, model, "task.n_test=12", f"rows=[{','.join(rows)}]")
-    assert bench.read_text().splitlines() == old_bench and not (out / "task.new").exists()
+    untouched = {k: v for k, v in _files(out).items() if k.startswith("dpo/eval/")}
 
-    summary = run_cli(out, model, "task.n_test=12", f"rows=[{','.join(rows)}]", "overwrite=true")
+    summary = run_cli(out, model, "task.n_test=12", f"rows=[{','.join(rows)}]")
     new_bench = bench.read_text().splitlines()
     assert len(new_bench) == 12 and new_bench[:N_TEST] == old_bench
     after = _files(out)
     assert {k: after.get(k) for k in kept} == kept  # nothing trained was touched
+    assert {k: v for k, v in after.items() if k.startswith("dpo/eval/")} == untouched  # not asked for
+    assert "[sft] eval: running (input grew at its end: " in (out / "demo.log").read_text()
     for path, old in samples.items():
         row, meta = path.relative_to(out).parts[0], json.loads(path.with_suffix(".json").read_text())
-        if row in rows:  # the 8 old questions' samples kept as they were, the 4 new ones added
+        if row in rows and "step_" not in str(path):  # the 8 old questions' samples kept, the 4 new ones added
             new = pd.read_parquet(path)
             assert meta["questions_kept"] == N_TEST and len(new) == len(old) * 12 // N_TEST, path
             assert new["response"][: len(old)].tolist() == old["response"].tolist(), path
             res = json.loads((path.parents[1] / "results.json").read_text())
             assert len(res["benchmarks"]["math500"]["per_question_acc"]) == 12, path
-        else:  # not asked for: samples kept for a later run, no results until then
-            assert pd.read_parquet(path).equals(old) and not (path.parents[1] / "results.json").exists(), path
-    assert {r["row"] for r in summary["rows"]} == set(rows)
-    assert all(r["n_questions"] == 12 for r in summary["rows"])
+    assert {r["row"]: r["n_questions"] for r in summary["rows"] if r["row"] in rows} == {r: 12 for r in rows}
 
-    summary = run_cli(out, model, "task.n_test=12", "rows=[base]", "overwrite=true",
-                      "recipe_env.EVAL_EVERY_CHECKPOINT=0")
+    k3 = "--benchmarks math500 --k 3 --max-new-tokens 48 --batch-size 16 --num-workers 1"
+    run_cli(out, model, "task.n_test=12", "rows=[base]", f"recipe_env.EVAL_ARGS='{k3}'")
     meta = json.loads((out / "base" / "eval" / "samples" / "math500.json").read_text())
-    assert meta["questions_kept"] == 0  # sampled again from scratch
-    for row in set(ALL_ROWS) - {"base"}:  # cleared, and not evaluated again since not asked for
-        assert not (out / row / "eval").exists() and (out / row / "train.done").is_file(), row
-    assert [r["row"] for r in summary["rows"]] == ["base"]
+    assert meta["questions_kept"] == 0 and meta["settings"]["k"] == 3  # sampled again from scratch
+    assert "[base] eval: running (inputs changed: args" in (out / "demo.log").read_text()
 
 
-def test_a_different_config_in_the_same_folder_is_refused(demo_run):
+def test_a_changed_setting_reruns_what_it_changes_and_says_why(demo_run):
+    """DPO_BETA changes DPO's training, not its reference log-probs: those stay, training and evaluation rerun (the
+    old checkpoint removed first), every other row is untouched."""
     out, model, _ = demo_run
-    with pytest.raises(RuntimeError, match="different demo config"):
-        run_cli(out, model, "recipe_env.SAMPLE_N=3")
+    before = _files(out)
+    run_cli(out, model, "task.n_test=12", "rows=[sft,dpo]", "recipe_env.DPO_BETA=0.2")
+    log = (out / "demo.log").read_text()
+    assert "[dpo] ref_logprobs: skipped (finished" in log
+    assert "[dpo] train: running (inputs changed: args)" in log
+    assert f"[dpo] train: removing {out / 'checkpoints' / 'dpo'} (made from other inputs)" in log
+    assert "dpo.beta=0.2" in (out / "dpo" / "train.log").read_text().split("====")[-1]
+    assert "[dpo] eval: running (inputs changed: file " in log  # its model was retrained
+    after = _files(out)
+    assert {k: v for k, v in after.items() if k.startswith("sft/")} == \
+        {k: v for k, v in before.items() if k.startswith("sft/")}

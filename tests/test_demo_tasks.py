@@ -2,12 +2,13 @@
 
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from dft_verl.demo import tasks
-from dft_verl.demo.run import ALL_ROWS, PRESETS, load_config, recipes_dir
+from dft_verl.demo.run import ALL_ROWS, PRESETS, load_config
 from dft_verl.rewards import last_boxed, verify_many
 
 
@@ -134,7 +135,7 @@ def test_config_layers_and_rejects_unknown_keys(tmp_path):
         load_config(overrides=["rows=[sft,dtf]"])
     with pytest.raises(ValueError, match="choose one of"):
         load_config(overrides=["preset=paper"])
-    with pytest.raises(ValueError, match="upper-case"):
+    with pytest.raises(ValueError, match="recipe_env.sample_n: not a Table-3 setting"):
         load_config(overrides=["recipe_env.sample_n=3"])
     with pytest.raises(ValueError, match="set by the demo itself"):
         load_config(overrides=["recipe_env.MODEL_PATH=/m"])
@@ -144,9 +145,12 @@ def test_config_layers_and_rejects_unknown_keys(tmp_path):
         load_config(overrides=["seeds=0"])
 
 
-def test_every_demo_row_and_preset_is_a_recipe():
-    """The demo's row and preset names are the recipes' (recipes/table3/run_<row>.sh, presets/<name>.sh)."""
-    recipes = recipes_dir()
+def test_every_demo_row_and_preset_is_a_table3_one():
+    """The demo's rows and presets are dft_verl.table3's (one definition), and every row has its recipe."""
+    from dft_verl.table3.rows import ROW_KEYS
+    from dft_verl.table3.settings import PRESETS as TABLE3_PRESETS
+
+    assert ALL_ROWS == ROW_KEYS and set(PRESETS) <= set(TABLE3_PRESETS)
+    recipes = Path(__file__).resolve().parents[1] / "recipes" / "table3"
     assert sorted(p.name[4:-3] for p in recipes.glob("run_*.sh") if p.name != "run_all.sh") == sorted(
         ["data", *ALL_ROWS])
-    assert all((recipes / "presets" / f"{p}.sh").is_file() for p in PRESETS)

@@ -5,7 +5,7 @@ and to every evaluation."""
 from __future__ import annotations
 
 import os
-import shlex
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,51 +99,42 @@ def test_unknown_template_is_a_clear_error():
         Question("math500", 0, QUESTION, "3").prompt("qwen_boxed")
 
 
-# ------------------------------------------------------------------------------------------ recipes (bash only)
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A clean environment (no recipe settings inherited from the caller) for a dry run."""
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "TMPDIR", "LANG", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
-    env.update(PYTHON=sys.executable, DRY_RUN="1", DATA_DIR=str(tmp_path / "data"), RUNS_DIR=str(tmp_path / "runs"),
-               CKPT_DIR=str(tmp_path / "ckpt"), **extra)
-    return env
-
-
-def _queued(tmp_path: Path, **extra: str) -> list[list[str]]:
-    """run_all.sh's commands, queued and not checked (bash only)."""
-    queue = tmp_path / "queue.txt"
-    proc = subprocess.run(["bash", str(RECIPES / "run_all.sh")], capture_output=True, text=True, timeout=120,
-                          env=_env(tmp_path, RECIPE_CHECK_QUEUE=str(queue), **extra))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [shlex.split(line) for line in queue.read_text().splitlines() if line.strip()]
+# ------------------------------------------------------------------------------------------ Table 3 (dft_verl.table3)
 
 
 @pytest.mark.parametrize("template", [None, "qwen-boxed"])
-def test_recipes_pass_one_template_to_data_and_every_evaluation(tmp_path, template):
-    cmds = _queued(tmp_path, **({"PROMPT_TEMPLATE": template} if template else {}))
+def test_table3_passes_one_template_to_data_and_every_evaluation(tmp_path, template):
+    from dft_verl.table3 import plan
+    from dft_verl.table3.settings import resolve
+
+    s = resolve({"RUNS_DIR": str(tmp_path), **({"PROMPT_TEMPLATE": template} if template else {})}, cwd=tmp_path)
+    steps = [st for stage in plan.parse_stages(["all"]) for st in plan.steps(s, stage)]
     expected = template or "paper"
-    (pipeline,) = [c for c in cmds if "dft_verl.pipeline" in c]
-    assert f"prepare.prompt_template={expected}" in pipeline
-    evals = [c for c in cmds if "dft_verl.eval" in c]
+    (pipeline,) = [st for st in steps if st.module == "dft_verl.pipeline"]
+    assert f"prepare.prompt_template={expected}" in pipeline.args
+    evals = [st.args for st in steps if st.module == "dft_verl.eval"]
     assert len(evals) == 10  # base and the nine trained rows
-    assert all(c[c.index("--prompt-template") + 1] == expected for c in evals)
+    assert all(a[a.index("--prompt-template") + 1] == expected for a in evals)
 
 
-def test_recipe_dry_run_rejects_an_unknown_template(tmp_path):
+def test_recipe_rejects_an_unknown_template(tmp_path):
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "TMPDIR", "LANG", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
     proc = subprocess.run(["bash", str(RECIPES / "run_data.sh")], capture_output=True, text=True, timeout=300,
-                          env=_env(tmp_path, PROMPT_TEMPLATE="qwen_boxed"))
-    assert proc.returncode == 1
-    assert "unknown prompt template 'qwen_boxed'; valid: paper, qwen-boxed" in proc.stdout + proc.stderr
+                          env={**env, "PYTHON": sys.executable, "DRY_RUN": "1", "RUNS_DIR": str(tmp_path),
+                               "PROMPT_TEMPLATE": "qwen_boxed"})
+    assert proc.returncode == 2
+    assert "PROMPT_TEMPLATE=qwen_boxed: choose one of paper, qwen-boxed" in proc.stderr
 
 
 @pytest.mark.slow
 def test_run_all_dry_run_with_qwen_boxed(tmp_path):
     """DRY_RUN=1 PROMPT_TEMPLATE=qwen-boxed bash recipes/table3/run_all.sh: every command's config resolves."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "TMPDIR", "LANG", "HF_HUB_OFFLINE", "HF_HOME") if k in os.environ}
     proc = subprocess.run(["bash", str(RECIPES / "run_all.sh")], capture_output=True, text=True, timeout=600,
-                          env=_env(tmp_path, PROMPT_TEMPLATE="qwen-boxed"))
+                          env={**env, "PYTHON": sys.executable, "DRY_RUN": "1", "RUNS_DIR": str(tmp_path),
+                               "PROMPT_TEMPLATE": "qwen-boxed"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "recipe_check: " in proc.stdout and " 0 failed" in proc.stdout
+    assert re.search(r"^table3 check: 24 ok, 0 failed$", proc.stdout, re.M), proc.stdout[-2000:]
     assert "prompt_template=qwen-boxed" in proc.stdout
 
 

@@ -1,4 +1,4 @@
-"""`PRESET=cpu-tiny bash recipes/table3/run_all.sh` for real: data (inputs built offline, prepare -> sample ->
+"""`PRESET=cpu-tiny bash recipes/table3/run_all.sh` (python -m dft_verl.table3 run) for real: data (inputs built offline, prepare -> sample ->
 verify -> filter), every Table-3 row trained by its real trainer (torchrun SFT/DPO, verl's main_ppo for PPO/GRPO),
 evaluated by `python -m dft_verl.eval`, then the report. Then the resume behaviour: a second run starts no
 command and changes no output; a failing row stops the run naming its log and leaves the other rows as they
@@ -25,16 +25,16 @@ RL_TRAINED = ("ppo", "grpo")
 
 
 def table3_rows() -> list[str]:
-    from dft_verl.report import ROWS
+    from dft_verl.table3.rows import ROW_KEYS
 
-    return [r.key for r in ROWS]
+    return list(ROW_KEYS)
 
 
 def tiny_env(runs: Path, **extra: str) -> dict[str, str]:
-    """The caller's environment minus recipe settings, plus PRESET=cpu-tiny into ``runs``."""
-    from test_recipes import RECIPE_ENV
+    """The caller's environment minus Table-3 settings, plus PRESET=cpu-tiny into ``runs``."""
+    from dft_verl.table3.settings import NAMES
 
-    env = {k: v for k, v in os.environ.items() if not RECIPE_ENV.match(k)}
+    env = {k: v for k, v in os.environ.items() if k not in NAMES}
     venv_bin = str(Path(sys.executable).parent)  # torchrun and ray of this interpreter
     env.update(PRESET="cpu-tiny", RUNS_DIR=str(runs), PYTHON=sys.executable, PYTHONPATH=str(REPO),
                PATH=venv_bin + os.pathsep + env.get("PATH", ""), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
@@ -81,7 +81,7 @@ def test_every_row_trains_evaluates_and_reports(tiny_run):
         results = json.loads((runs / row / "eval" / "results.json").read_text())
         model = base if row == "base" else checkpoint(runs, row)
         if row != "base":
-            assert (model / "config.json").is_file() and (runs / row / "train.done").is_file(), row
+            assert (model / "config.json").is_file() and (runs / row / "steps" / "train.json").is_file(), row
             assert (runs / row / "train.log").stat().st_size > 0, row
         assert results["model"] == str(model), row
         bench = results["benchmarks"]["math500"]
@@ -115,27 +115,78 @@ def test_every_row_trains_evaluates_and_reports(tiny_run):
         assert not (last / "samples").exists(), row
 
 
+def test_every_row_is_on_one_tracking_board(tiny_run):
+    """RUNS_DIR/tensorboard/<row>: each trained row's training scalars (verl's trainer.logger) and, for every row,
+    its evaluation score at the step of the checkpoint evaluated, equal to its results.json."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs, _ = tiny_run
+    assert sorted(p.name for p in (runs / "tensorboard").iterdir()) == sorted(table3_rows())
+    for row in table3_rows():
+        board = EventAccumulator(str(runs / "tensorboard" / row))
+        board.Reload()
+        tags = board.Tags()["scalars"]
+        results = json.loads((runs / row / "eval" / "results.json").read_text())
+        last = board.Scalars("eval/math500/avg_at_k")[-1]
+        assert last.value == pytest.approx(results["benchmarks"]["math500"]["avg_at_k"], abs=1e-4), row
+        if row == "base":
+            assert last.step == 0 and tags == ["eval/math500/avg_at_k"]
+            continue
+        step = int((runs / "checkpoints" / row / "latest_checkpointed_iteration.txt").read_text())
+        assert last.step == step, row
+        training = [t for t in tags if not t.startswith("eval/")]
+        assert training, (row, tags)  # the trainer's own scalars
+        if row in ("dft_sft", "dft_offline"):
+            assert any(t.startswith("dft/") for t in tags), tags
+        if row in RL_TRAINED:
+            assert any("reward" in t for t in tags), tags
+
+
 def test_second_run_skips_everything_and_rewrites_nothing(tiny_run):
     runs, _ = tiny_run
     before = outputs(runs)
     proc = run_all(runs, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:]
     after = outputs(runs)
-    # timings.tsv is the run's own bookkeeping: one line per row per run (checked below)
-    changed = sorted(k for k in before if after.get(k) != before[k] and not k.startswith("data/") and k != "timings.tsv")
-    changed += sorted(k for k in before if k.startswith("data/") and not k.endswith(".log") and after.get(k) != before[k])
-    assert not changed, changed  # only the data step's two logs grow (its CLIs check and skip their outputs)
+    # timings.tsv is the run's own bookkeeping: one line per stage per run (checked below); nothing else changes
+    changed = sorted(k for k in set(before) | set(after) if after.get(k) != before.get(k) and k != "timings.tsv")
+    assert not changed, changed
+    for row in ["data", *table3_rows(), "report"]:
+        assert f"==== [table3] {row} done in " in proc.stdout
     for row in table3_rows():
         if row != "base":
-            assert f"[{row}] training already done" in proc.stdout
-        assert f"{runs / row / 'eval'}/results.json exists; skipping evaluation" in proc.stdout
-    assert "is up to date; skipping" in proc.stdout
-    # each row's wall time printed and appended: two runs, so two lines per row (the report only ran the first time)
+            assert f"[{row}] train: skipped (finished " in proc.stdout
+        assert f"[{row}] eval: skipped (finished " in proc.stdout
+    assert "[report] report: skipped (finished " in proc.stdout and "running" not in proc.stdout
+    # each stage's wall time appended: two runs, so two lines per stage
     lines = [line.split("\t") for line in (runs / "timings.tsv").read_text().splitlines()]
-    for row in ["data", *table3_rows()]:
-        assert f"==== [run_all] {row} done in " in proc.stdout
+    for row in ["data", *table3_rows(), "report"]:
         assert sum(1 for fields in lines if fields[0] == row) == 2, row
     assert all(len(fields) == 3 and fields[1].isdigit() for fields in lines)
+
+
+def test_a_new_iw_sft_reference_model_reruns_its_log_probs_and_training(tiny_run, tmp_path):
+    """IW_SFT_REF_MODEL is an input of the reference log-probs: changing it redoes them and what trained on them (the
+    rerun says why), where the old recipes silently reused the stale file."""
+    runs, _ = tiny_run
+    other = tmp_path / "ref"
+    import shutil
+
+    shutil.copytree(runs / "data" / "tiny_model", other)
+    before = outputs(runs)
+    proc = run_all(runs, "iw_sft_sft", IW_SFT_REF_MODEL=str(other), EVAL="0", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "[iw_sft_sft] ref_logprobs: running (inputs changed: args, file " + str(other) in proc.stdout
+    assert "[iw_sft_sft] train: running (inputs changed: file " in proc.stdout
+    assert f"--model {other}" in (runs / "iw_sft_sft" / "ref_logprobs.log").read_text().split("====")[-1]
+    after = outputs(runs)
+    redone = {k.split("/")[0] for k in set(after) | set(before) if after.get(k) != before.get(k)}
+    assert redone <= {"iw_sft_sft", "checkpoints", "data", "tensorboard", "timings.tsv", "report", "report.log"}
+    assert {k for k in after if k.startswith("data/") and after[k] != before.get(k)} == {
+        "data/ref_logprobs/sft.parquet"}
+    # back to the default reference: redone again (the manifest holds the other model now)
+    back = run_all(runs, "iw_sft_sft", timeout=900)
+    assert back.returncode == 0 and "[iw_sft_sft] ref_logprobs: running (inputs changed: args" in back.stdout
 
 
 def test_failed_row_stops_with_its_log_and_redoing_one_row(tiny_run):
@@ -152,8 +203,8 @@ def test_failed_row_stops_with_its_log_and_redoing_one_row(tiny_run):
     assert f"full log: {runs / 'dft_sft' / 'train.log'}" in bad.stdout
     assert "row 'dft_sft' failed" in bad.stdout
     assert "[grpo]" not in bad.stdout  # nothing after the failed row ran
-    assert not (runs / "dft_sft" / "train.done").exists()
-    own = ("dft_sft/", "checkpoints/dft_sft/", "timings.tsv")  # the failed row's own files; the run's bookkeeping
+    assert not (runs / "dft_sft" / "steps" / "train.json").exists()
+    own = ("dft_sft/", "checkpoints/dft_sft/", "tensorboard/dft_sft/", "timings.tsv")  # the failed row's; bookkeeping
     assert {k: v for k, v in outputs(runs).items() if not k.startswith(own)} == \
         {k: v for k, v in before.items() if not k.startswith(own)}
     # a plain rerun redoes exactly the two deleted rows (and the report), nothing else
@@ -161,7 +212,7 @@ def test_failed_row_stops_with_its_log_and_redoing_one_row(tiny_run):
     assert ok.returncode == 0, ok.stdout[-4000:]
     after = outputs(runs)
     redone = {k.split("/")[0] for k in after if after[k] != before.get(k) and not k.startswith("data/")}
-    assert redone == {"sft", "dft_sft", "checkpoints", "report", "report.log", "timings.tsv"}, redone
+    assert redone == {"sft", "dft_sft", "checkpoints", "tensorboard", "report", "report.log", "timings.tsv"}, redone
     assert {k.split("/")[1] for k in after if k.startswith("checkpoints/") and after[k] != before.get(k)} == \
         {"sft", "dft_sft"}
     for row in ("sft", "dft_sft"):

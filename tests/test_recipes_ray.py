@@ -3,7 +3,7 @@
 the data step, the SFT row (verl's Ray SFT trainer, dft_verl.trainer.sft_ray), GRPO (verl's main_ppo) and their
 evaluations are Ray jobs; the outputs land where a local run puts them; a failing job fails the script.
 
-The head is stopped by ending the processes this test started (never `ray stop`, which would end every Ray
+The runner logs each submitted command ("[row] step: ray job submit ... -- python -m <module>"). The head is stopped by ending the processes this test started (never `ray stop`, which would end every Ray
 process on the machine).
 """
 
@@ -93,7 +93,7 @@ def test_rows_as_ray_jobs_land_where_the_local_run_puts_them(ray_head, tmp_path)
     proc = run_all(runs, "data", "sft", "grpo", RAY_ADDRESS=address, timeout=1500, **auth)
     assert proc.returncode == 0, proc.stdout[-6000:]
     # every command of the rows went through `ray job submit` and the jobs succeeded
-    submitted = re.findall(r"^\+ ray job submit --address=(\S+) .* -- python -m (\S+)", proc.stdout, re.M)
+    submitted = re.findall(r"^\[\S+\] \S+: ray job submit --address=(\S+) .* -- python -m (\S+)", proc.stdout, re.M)
     modules = [m for _, m in submitted]
     assert {a for a, _ in submitted} == {address}
     for module in ("dft_verl.demo.offline_inputs", "dft_verl.pipeline", "dft_verl.trainer.sft_ray",

@@ -43,8 +43,8 @@ BENCH = "math500"  # the column the held-out questions fill (dft_verl.eval reads
 ALL_ROWS = ROW_KEYS  # the Table-3 rows in table order (their one definition: dft_verl.table3.rows)
 PRESETS = ("cpu-small", "cpu-tiny")
 # Settings the demo sets itself (the folders, the model and the task it made)
-OWN_VARIABLES = ("PRESET", "RUNS_DIR", "DATA_DIR", "CKPT_DIR", "MODEL_PATH", "DATA_SOURCE", "DATA_GENERATE_TRAIN",
-                 "EVAL_DATA_DIR", "SEED")
+OWN_VARIABLES = ("PRESET", "RUNS_DIR", "DATA_DIR", "CKPT_DIR", "MODEL_PATH", "MODEL_BUILD", "DATA_SOURCE",
+                 "DATA_GENERATE_TRAIN", "EVAL_DATA_DIR", "SEED")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -189,10 +189,12 @@ class Demo:
     # ------------------------------------------------------------------ the Table-3 runs
 
     def settings(self, **own) -> Settings:
-        """The Table-3 settings of a run: the environment, the preset, recipe_env, then the demo's own values."""
-        env = {k: v for k, v in os.environ.items() if k not in NAMES}
+        """The Table-3 settings of a run: the environment (any setting set there applies, as for the recipes), the
+        preset, recipe_env, then the demo's own values."""
+        env = dict(os.environ)
         env["PRESET"] = str(self.cfg.preset)
         env.update({str(k): str(v) for k, v in self.cfg.recipe_env.items()})
+        env["MODEL_BUILD"] = "none"  # the demo makes its model itself (model, warmup)
         env.update({k: str(v) for k, v in own.items()})
         return resolve(env)
 
@@ -259,6 +261,17 @@ class Demo:
         return self.out if seed == 0 else self.out / "seeds" / str(seed)
 
     # ------------------------------------------------------------------ all
+
+    def dry_run(self) -> int:
+        """Print every step the rows would run and check its config against the installed verl; nothing runs or is
+        written (the base model the warm-up would make is named by its path to be). Returns the failures."""
+        from dft_verl.table3.__main__ import check_steps, print_steps
+
+        base = self.out / "warmup" / "checkpoints" / "sft" / "global_step_LATEST" / "huggingface"
+        s = self.settings(RUNS_DIR=self.out, DATA_DIR=self.out / "data", CKPT_DIR=self.out / "checkpoints",
+                          MODEL_PATH=base, DATA_SOURCE=self.out / "task" / "train.jsonl", DATA_GENERATE_TRAIN=0,
+                          EVAL_DATA_DIR=self.out / "bench", SEED=0)
+        return check_steps(print_steps(s, ["data", *self.cfg.rows, "report"], []))
 
     def run(self) -> dict:
         """All stages; returns the summary dict also written to report/summary.json."""

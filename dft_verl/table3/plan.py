@@ -202,25 +202,25 @@ def data_steps(s: Settings, extra: list[str]) -> Iterator[Step]:
     """Generated inputs (questions, held-out set, a tiny model) or the packaged SmolLM2, then the offline pipeline."""
     data, source = Path(s.DATA_DIR), s.DATA_SOURCE
     n_train = s.int("DATA_GENERATE_TRAIN")
-    if n_train or s.MODEL_BUILD == "tiny":
-        args = ["--task-dir", str(data / "task"), "--n-train", s.DATA_GENERATE_TRAIN, "--n-test",
-                s.DATA_GENERATE_TEST, "--families", s.DATA_GENERATE_FAMILIES]
-        outputs = []
-        if n_train:
-            if not s.EVAL_DATA_DIR:
-                raise ValueError("DATA_GENERATE_TRAIN needs EVAL_DATA_DIR (where the held-out questions go)")
-            source = str(data / "task" / "train.jsonl")
-            args += ["--bench-dir", s.EVAL_DATA_DIR]
-            outputs += [source, str(Path(s.EVAL_DATA_DIR) / "math500" / "test.jsonl")]
+    questions = ["--task-dir", str(data / "task"), "--n-train", s.DATA_GENERATE_TRAIN, "--n-test",
+                 s.DATA_GENERATE_TEST, "--families", s.DATA_GENERATE_FAMILIES]
+    if n_train:
+        if not s.EVAL_DATA_DIR:
+            raise ValueError("DATA_GENERATE_TRAIN needs EVAL_DATA_DIR (where the held-out questions go)")
+        source = str(data / "task" / "train.jsonl")
+        yield Step("data", "inputs", "dft_verl.demo.offline_inputs", [*questions, "--bench-dir", s.EVAL_DATA_DIR],
+                   outputs=[source, str(Path(s.EVAL_DATA_DIR) / "math500" / "test.jsonl")])
+    # MODEL_BUILD builds MODEL_PATH only when it holds no model yet (a model passed in is used as it is)
+    model = Path(s.MODEL_PATH)
+    if s.MODEL_BUILD not in ("", "none") and not (model / "config.json").is_file():
         if s.MODEL_BUILD == "tiny":
             if not n_train:
                 raise ValueError("MODEL_BUILD=tiny fits the model to generated questions: set DATA_GENERATE_TRAIN")
-            args += ["--tiny-model", s.MODEL_PATH]  # built only when MODEL_PATH holds no model yet
-            outputs.append(str(Path(s.MODEL_PATH) / "config.json"))
-        yield Step("data", "inputs", "dft_verl.demo.offline_inputs", args, outputs=outputs)
-    if s.MODEL_BUILD == "smollm2":
-        yield Step("data", "model", "dft_verl.demo.smollm2", ["--cache-dir", s.MODEL_PATH],
-                   outputs=[str(Path(s.MODEL_PATH) / "config.json")])
+            yield Step("data", "model", "dft_verl.demo.offline_inputs", [*questions, "--tiny-model", str(model)],
+                       outputs=[str(model / "config.json")])
+        else:
+            yield Step("data", "model", "dft_verl.demo.smollm2", ["--cache-dir", str(model)],
+                       outputs=[str(model / "config.json")])
     args = [f"out_dir={data}", f"prepare.source={source}", f"prepare.max_rows={s.DATA_MAX_ROWS}",
             f"prepare.prompt_template={s.PROMPT_TEMPLATE}", f"sample.model_path={s.MODEL_PATH}",
             f"sample.backend={s.SAMPLE_BACKEND}", f"sample.n={s.SAMPLE_N}", f"sample.temperature={s.SAMPLE_TEMPERATURE}",

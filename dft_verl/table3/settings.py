@@ -42,8 +42,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("CKPT_DIR", "checkpoints/table3", "checkpoints, CKPT_DIR/<row>/global_step_<N>"),
     _s("MODEL_PATH", "Qwen/Qwen2.5-Math-1.5B", "the base model: HF folder or hub id"),
     _s("MODEL_BUILD", "", "build MODEL_PATH in the data step when it holds no model: tiny (fitted to the generated "
-       "questions) or smollm2 (the packaged SmolLM2-135M-Instruct converted); empty: MODEL_PATH exists or is a hub id",
-       ("", "tiny", "smollm2")),
+       "questions) or smollm2 (the packaged SmolLM2-135M-Instruct converted); none (or empty in the paper preset): "
+       "MODEL_PATH exists or is a hub id", ("", "none", "tiny", "smollm2")),
     _s("NNODES", "1", "nodes of each training job"),
     _s("N_GPUS_PER_NODE", "8", "GPUs per node (DEVICE=cpu: trainer processes per node)"),
     _s("NODE_RANK", "0", "this node's rank when the rows run as torchrun on every node (no RAY_ADDRESS); node 0 alone "
@@ -251,7 +251,7 @@ def resolve(env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None 
         if not values[name].isdigit():
             raise SettingsError(f"{name}={values[name]}: a whole number")
     model = values["MODEL_PATH"]
-    if values["MODEL_BUILD"] or (cwd / model).exists() or os.path.isabs(model):
+    if values["MODEL_BUILD"] not in ("", "none") or (cwd / model).exists() or os.path.isabs(model):
         values["MODEL_PATH"] = str((cwd / model).resolve())
     return Settings(values)
 

@@ -24,9 +24,9 @@ MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-2048}
 BACKEND=${BACKEND:-vllm}
 SEED=${SEED:-42}
 VERIFY_TIMEOUT_S=${VERIFY_TIMEOUT_S:-10}
-PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
 # --------------------------
+source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 
 extra_args=()
 if [[ "${BACKEND}" == "verl" ]]; then

