@@ -4,7 +4,8 @@ Atomic: every file is written to ``<name>.tmp-<pid>`` in the same folder and mov
 ``os.replace``, so a killed stage leaves either the old file, the new one, or a stray tmp file that no reader
 looks at. Resume: a stage folder holds ``_manifest.json`` = {stage, fingerprint, outputs}; the fingerprint is
 a sha256 over the stage's result-determining config and the bytes of its input. A rerun with the same
-fingerprint skips the stage; a different one is refused unless ``overwrite=true`` (no silent mixing of runs).
+fingerprint skips the stage; a different one reruns it in an emptied folder, saying why (no mixing of runs);
+``overwrite=true`` reruns it whatever the fingerprint.
 """
 
 from __future__ import annotations
@@ -75,18 +76,17 @@ class StageState:
         self._claim(overwrite)
 
     def _claim(self, overwrite: bool) -> None:
-        """Refuse a folder holding another run's results (different fingerprint) unless overwrite."""
+        """The one resume rule (as dft_verl.table3's): a folder holding results of another config or input (different
+        fingerprint) is emptied and the stage reruns, saying why; overwrite reruns it whatever the fingerprint."""
         recorded = None
         for p in (self.manifest_path, self.started_path):
             if p.exists():
                 recorded = json.loads(p.read_text())["fingerprint"]
                 break
-        if recorded is not None and recorded != self.fp:
-            if not overwrite:
-                raise RuntimeError(
-                    f"{self.folder} holds {self.stage} results of a different config or input "
-                    f"(fingerprint {recorded[:12]} != {self.fp[:12]}); use a new out_dir or overwrite=true"
-                )
+        if recorded is not None and (recorded != self.fp or overwrite):
+            why = "overwrite=true" if recorded == self.fp else \
+                f"config or input changed (fingerprint {recorded[:12]} -> {self.fp[:12]})"
+            logging.getLogger("dft_verl.pipeline").info("%s: %s: replacing %s", self.stage, why, self.folder)
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(self.folder)

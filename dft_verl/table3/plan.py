@@ -43,7 +43,7 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
     all_nodes: bool = False  # run on every node of a multi-node torchrun (training); else node 0 alone
     local: bool = False  # on this machine even with RAY_ADDRESS (reads and writes RUNS_DIR only)
-    rerun_args: list[str] = field(default_factory=list)  # appended when rerun after its inputs changed
+    overwrite_args: list[str] = field(default_factory=list)  # appended with OVERWRITE=1
     after: Callable[[bool], None] | None = None
 
     @property
@@ -241,8 +241,8 @@ def data_steps(s: Settings, extra: list[str]) -> Iterator[Step]:
     reads = [source] if Path(source).exists() else []
     yield Step("data", "pipeline", "dft_verl.pipeline", args, reads=reads + [s.MODEL_PATH] * ("sample" in stages),
                outputs=[str(data_file(s, k)) for st in stages for k in outputs.get(st, [])],
-               # the pipeline refuses stage folders of another config unless told; it then redoes only those stages
-               rerun_args=["overwrite=true"])
+               # changed inputs: the pipeline reruns the stages they change by its own fingerprints (the same rule)
+               overwrite_args=["overwrite=true"])
 
 
 def ref_logprobs_step(s: Settings, row: Row) -> Step:

@@ -111,9 +111,11 @@ class Runner:
         if decision.clear and s.node0:
             for path in step.clears:
                 if Path(path).exists():
-                    logger.info("[%s] %s: removing %s (made from other inputs)", step.stage, step.name, path)
+                    logger.info("[%s] %s: removing %s (%s)", step.stage, step.name, path,
+                                "OVERWRITE=1" if self.overwrite else "made from other inputs")
                     _remove(path)
-            args += step.rerun_args
+        if self.overwrite:
+            args += step.overwrite_args
         if s.node0:
             manifest.start(inputs)
         t0 = time.perf_counter()

@@ -85,17 +85,22 @@ def test_seeded_subsample_is_deterministic_and_keeps_only_valid_rows(tmp_path):
     assert src_idx(a) != src_idx(c)
 
 
-def test_rerun_skips_and_changed_config_is_refused(tmp_path):
+def test_rerun_skips_changed_config_reruns_and_overwrite_forces(tmp_path, caplog):
     src = write_jsonl(tmp_path / "g.jsonl", GSM8K_ROWS)
     prepare.run(_cfg(tmp_path, src))
     rl = tmp_path / "run/prepare/rl.parquet"
     mtime = os.stat(rl).st_mtime_ns
     prepare.run(_cfg(tmp_path, src))
     assert os.stat(rl).st_mtime_ns == mtime
-    with pytest.raises(RuntimeError, match="different config"):
+    (tmp_path / "run/prepare/stray.txt").write_text("from the old config")
+    with caplog.at_level("INFO", logger="dft_verl.pipeline"):
         prepare.run(_cfg(tmp_path, src, "prepare.max_rows=2"))
-    prepare.run(_cfg(tmp_path, src, "prepare.max_rows=2", "overwrite=true"))
-    assert len(pd.read_parquet(rl)) == 2
+    assert len(pd.read_parquet(rl)) == 2 and not (tmp_path / "run/prepare/stray.txt").exists()
+    assert "prepare: config or input changed (fingerprint" in caplog.text
+    mtime = os.stat(rl).st_mtime_ns
+    with caplog.at_level("INFO", logger="dft_verl.pipeline"):
+        prepare.run(_cfg(tmp_path, src, "prepare.max_rows=2", "overwrite=true"))
+    assert os.stat(rl).st_mtime_ns != mtime and "prepare: overwrite=true: replacing" in caplog.text
 
 
 def test_qwen_boxed_template_puts_a_system_turn_in_rl_and_sft_data(tmp_path):
@@ -120,13 +125,9 @@ def test_qwen_boxed_template_puts_a_system_turn_in_rl_and_sft_data(tmp_path):
 def test_template_is_part_of_the_fingerprint(tmp_path):
     src = write_jsonl(tmp_path / "g.jsonl", GSM8K_ROWS)
     assert prepare.run(_cfg(tmp_path, src))["prompt_template"] == "paper"
-    with pytest.raises(RuntimeError, match="different config"):
-        prepare.run(_cfg(tmp_path, src, "prepare.prompt_template=qwen-boxed"))
-    prepare.run(_cfg(tmp_path, src, "prepare.prompt_template=qwen-boxed", "overwrite=true"))
+    assert prepare.run(_cfg(tmp_path, src, "prepare.prompt_template=qwen-boxed"))["prompt_template"] == "qwen-boxed"
     rl = pd.read_parquet(tmp_path / "run/prepare/rl.parquet")
-    assert rl.iloc[0]["prompt"][0]["role"] == "system"
-    with pytest.raises(RuntimeError, match="different config"):
-        prepare.run(_cfg(tmp_path, src))
+    assert rl.iloc[0]["prompt"][0]["role"] == "system"  # rerun with the new template, not the old results kept
 
 
 def test_unknown_template_is_refused(tmp_path):
