@@ -1,4 +1,4 @@
-"""The demo's summary: the recipes' Table 3 (dft_verl.report) read back, compact, with wall times and data figures.
+"""The demo's summary: Table 3 (dft_verl.report) read back, compact, with wall times and data figures.
 
 report/summary.md     what was run (model, preset, questions, the base model's sampling accuracy), one line per
                       row (Average@k [95% CI] on the held-out questions, Δ base, answered share, the paper's average,
@@ -189,14 +189,16 @@ def list_outputs(out_dir: Path) -> str:
     described = [
         ("task/", "train.jsonl, test.jsonl, format.jsonl: the questions (question, answer, solution)"),
         ("bench/", "math500/test.jsonl: the held-out questions as dft_verl.eval reads them"),
-        ("warmup/", "the format warm-up (recipes' SFT row): checkpoints/sft/global_step_N/huggingface = base model"),
+        ("warmup/", "the format warm-up (the SFT row): checkpoints/sft/global_step_N/huggingface = base model"),
         ("data/", "the offline pipeline: prepare/ (rl, sft), sample/, verify/, filter/ (sft = offline-RL data, dpo)"),
         ("checkpoints/", "<row>/global_step_N/[actor/]huggingface for every trained row"),
-        *[(f"{row.key}/", f"{row.method} ({row.setting}): train.log, eval/results.json, eval/samples/, token_probs/")
+        *[(f"{row.key}/", f"{row.method} ({row.setting}): train.log, eval/results.json, eval/samples/, token_probs/, "
+           "steps/")
           for row in ROWS],
         ("report/", "table3.md/.csv, paired.csv, fig1/fig2 plots (dft_verl.report); summary.md, summary.json"),
-        ("recipes.log", "everything the recipes printed"),
+        ("demo.log", "the demo's and the Table-3 runner's lines: each step run or skipped, and why"),
         ("seeds/", "<s>/: the trained rows again with SEED=s (same layout as above; --seeds)"),
+        ("tensorboard/", "<row>/: every row's training scalars and evaluation scores (tensorboard --logdir)"),
         ("timings.tsv", "wall seconds per row, one line per run"),
     ]
     for rel, what in described:
