@@ -130,14 +130,16 @@ def test_every_row_is_on_one_tracking_board(tiny_run):
         last = board.Scalars("eval/math500/avg_at_k")[-1]
         assert last.value == pytest.approx(results["benchmarks"]["math500"]["avg_at_k"], abs=1e-4), row
         if row == "base":
-            assert last.step == 0 and tags == ["eval/math500/avg_at_k"]
+            assert last.step == 0 and all(t.startswith("eval/") for t in tags), tags
             continue
         step = int((runs / "checkpoints" / row / "latest_checkpointed_iteration.txt").read_text())
         assert last.step == step, row
         training = [t for t in tags if not t.startswith("eval/")]
         assert training, (row, tags)  # the trainer's own scalars
         if row in ("dft_sft", "dft_offline"):
-            assert any(t.startswith("dft/") for t in tags), tags
+            assert {"dft/weight", "dft/token_prob", "train/loss"} <= set(tags), tags
+        if row == "dpo":
+            assert "dpo/reward_margin" in tags, tags
         if row in RL_TRAINED:
             assert any("reward" in t for t in tags), tags
 
