@@ -313,6 +313,9 @@ def reduce_token_losses(per_token: torch.Tensor, flat: FlatTokens, norm: Normali
     micro_batch: value L_k / num_micro_batches, gradient dL_k, where L_k = sum_t m_t l_t / max(sum_t m_t, 1):
                  verl back-propagates every micro-batch's loss and logs the sum of their values, so the
                  step's gradient is sum_k dL_k and its logged loss mean_k L_k, as in the official trainer.
+                 (verl 0.9.1: ``FSDPEngine.forward_backward_batch`` calls ``backward`` on the returned loss,
+                 ``TrainingWorker._postprocess_output`` sums the values; tests/test_trainer_torchrun.py checks
+                 the resulting grad_norm on the real trainer, tests/test_official_parity.py the update.)
     """
     masked = per_token * flat.mask
     if norm.normalization == "token":
