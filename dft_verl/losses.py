@@ -28,12 +28,15 @@ Normalisation of ``sum_{i,t} m_t l_t`` (``loss.normalization``):
                  data-parallel gradient averaging undoes dp_size) -> the global token mean. Default.
     sequence     sum_i (sum_t m_t l_t / T_i) / B * dp_size, B = global number of sequences -> mean of
                  per-sequence token means (each sequence weighs the same).
-    micro_batch  / n_k / M, n_k = masked tokens of micro-batch k on this rank, M = micro-batches per rank
-                 (no dp_size: ranks are averaged by the gradient all-reduce) -> the mean over ranks and
-                 micro-batches of per-micro-batch token means. This is the official DFT code's normalisation
-                 (verl's legacy fsdp_sft_trainer with balance_dp_token=False), for reproducing the paper's runs.
-                 It equals ``token`` exactly when every micro-batch on every rank has the same number of
-                 response tokens; otherwise tokens of short micro-batches weigh more.
+    micro_batch  / n_k, n_k = masked tokens of micro-batch k on this rank (no dp_size: ranks are averaged by
+                 the gradient all-reduce) -> the gradient of the SUM over the rank's M micro-batches of their
+                 token means, averaged over ranks; the reported (logged) value is divided by M, the mean of the
+                 micro-batch means. This is the official DFT trainer's update exactly (yongliang-wu/DFT,
+                 verl/verl/trainer/fsdp_dft_trainer.py with balance_dp_token=False: lines 428-441 back-propagate
+                 each micro-batch's token mean, lines 453-462 divide by M only the logged value), for
+                 reproducing the paper's runs. Its gradient and grad_norm are M times the mean-of-means, so
+                 ``optim.clip_grad`` clips at a different point than with ``token``: at M = 1 and equal
+                 micro-batch token counts the two modes agree; otherwise tokens of short micro-batches weigh more.
 
 Mask convention (verl 0.9.1): in ``no_padding`` mode ``log_probs`` is a jagged nested tensor whose
 position t holds the log-prob of token t+1, so the flattened ``loss_mask`` is rolled left by one;
@@ -159,8 +162,10 @@ def token_weights(
     ref_log_prob: flat (N,) reference-policy log-probs, required by iw_sft only.
     dft_power, dft_min_weight: q and c of the dft weight max(p^q, c); p^q is computed as exp(q * lp),
     so q=1 is bit-identical to exp(lp) and q=0 gives exactly 1.
+    dtype: the weight is computed (and returned) in float32 for bf16/fp16/fp32 log-probs and in float64 for
+    float64 ones, i.e. in ``promote_types(log_prob.dtype, float32)``.
     """
-    lp = log_prob.detach().float()
+    lp = log_prob.detach().to(torch.promote_types(log_prob.dtype, torch.float32))
     if loss_type == "sft":
         return torch.ones_like(lp)
     if loss_type == "dft":
@@ -177,7 +182,7 @@ def token_weights(
                 "loss.type=iw_sft needs reference-policy log-probs (column 'ref_log_probs' in the SFT parquet); "
                 "compute them with `python -m dft_verl.trainer.ref_logprobs`"
             )
-        w = iw_sft_weight(lp, ref_log_prob.detach().float(), mask, seg, num_seqs, iw_clip, iw_length_normalize)
+        w = iw_sft_weight(lp, ref_log_prob.detach().to(lp.dtype), mask, seg, num_seqs, iw_clip, iw_length_normalize)
         return w[seg]
     raise ValueError(f"loss type {loss_type!r} is not supported; choose one of {list(LOSS_TYPES)}")
 
@@ -277,17 +282,27 @@ def flat_values(tensor: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Normalizer:
-    """What ``reduce_token_losses`` divides by (see the module docstring).
+    """What ``reduce_token_losses`` divides by (see the module docstring); each normalisation needs
+    only its own fields, the others stay None.
 
-    batch_num_tokens: masked tokens in the global batch; dp_size: data-parallel ranks;
-    global_num_seqs: sequences in the global batch (sequence); num_micro_batches: micro-batches on
-    this rank (micro_batch)."""
+    token:       batch_num_tokens (masked tokens in the global batch), dp_size (data-parallel ranks).
+    sequence:    global_num_seqs (sequences in the global batch), dp_size.
+    micro_batch: num_micro_batches (micro-batches on this rank; divides the reported value only)."""
 
     normalization: str
-    batch_num_tokens: float
-    dp_size: int
+    batch_num_tokens: float | None = None
+    dp_size: int | None = None
     global_num_seqs: float | None = None
     num_micro_batches: int | None = None
+
+    def __post_init__(self):
+        needs = {"token": ("batch_num_tokens", "dp_size"), "sequence": ("global_num_seqs", "dp_size"),
+                 "micro_batch": ("num_micro_batches",)}
+        if self.normalization not in needs:
+            raise ValueError(f"normalization {self.normalization!r} is not one of {list(NORMALIZATIONS)}")
+        missing = [f for f in needs[self.normalization] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"normalization={self.normalization} needs {missing}")
 
 
 def reduce_token_losses(per_token: torch.Tensor, flat: FlatTokens, norm: Normalizer) -> torch.Tensor:
@@ -295,13 +310,19 @@ def reduce_token_losses(per_token: torch.Tensor, flat: FlatTokens, norm: Normali
 
     token:       sum_t m_t l_t / batch_num_tokens * dp_size
     sequence:    sum_i (sum_{t in i} m_t l_t / T_i) / global_num_seqs * dp_size
-    micro_batch: sum_t m_t l_t / max(sum_t m_t, 1) / num_micro_batches
+    micro_batch: value L_k / num_micro_batches, gradient dL_k, where L_k = sum_t m_t l_t / max(sum_t m_t, 1):
+                 verl back-propagates every micro-batch's loss and logs the sum of their values, so the
+                 step's gradient is sum_k dL_k and its logged loss mean_k L_k, as in the official trainer.
+                 (verl 0.9.1: ``FSDPEngine.forward_backward_batch`` calls ``backward`` on the returned loss,
+                 ``TrainingWorker._postprocess_output`` sums the values; tests/test_trainer_torchrun.py checks
+                 the resulting grad_norm on the real trainer, tests/test_official_parity.py the update.)
     """
     masked = per_token * flat.mask
     if norm.normalization == "token":
         return masked.sum() / norm.batch_num_tokens * norm.dp_size
     if norm.normalization == "micro_batch":
-        return masked.sum() / flat.mask.sum().clamp_min(1.0) / norm.num_micro_batches
+        mean = masked.sum() / flat.mask.sum().clamp_min(1.0)
+        return mean - mean.detach() * (1.0 - 1.0 / norm.num_micro_batches)
     seq_count = segment_sum(flat.mask, flat.seg, flat.num_seqs).clamp_min(1.0)
     per_seq = segment_sum(masked, flat.seg, flat.num_seqs) / seq_count
     return per_seq.sum() / norm.global_num_seqs * norm.dp_size
@@ -309,27 +330,30 @@ def reduce_token_losses(per_token: torch.Tensor, flat: FlatTokens, norm: Normali
 
 def batch_normalizer(normalization: str, data) -> Normalizer:
     """Read the normaliser's counts from verl's micro-batch meta info (keys set by the engine and the
-    SFT trainer: batch_num_tokens, dp_size, global_batch_size, micro_batch_size_per_gpu, use_dynamic_bsz)."""
+    SFT trainer: batch_num_tokens, dp_size, global_batch_size, micro_batch_size_per_gpu, use_dynamic_bsz).
+
+    micro_batch: M = global_batch_size / dp_size / micro_batch_size_per_gpu, rounded up (verl 0.9.1's
+    ``prepare_micro_batches`` requires the division to be exact; the official trainer's ``split`` rounds up)."""
     from verl.utils import tensordict_utils as tu
 
     def meta(key):
         return tu.get_non_tensor_data(data=data, key=key, default=None)
 
-    global_num_seqs = num_micro_batches = None
-    if normalization in ("sequence", "micro_batch"):
-        global_num_seqs = meta("global_batch_size")
-        if global_num_seqs is None:
-            raise ValueError(f"loss.normalization={normalization} needs 'global_batch_size' in the batch meta info")
-    if normalization == "micro_batch":
-        if meta("use_dynamic_bsz"):
-            raise ValueError(
-                "loss.normalization=micro_batch needs fixed-size micro-batches (data.use_dynamic_bsz=False): "
-                "with dynamic batching the loss cannot see how many micro-batches a rank runs"
-            )
-        per_rank = int(global_num_seqs) // int(data["dp_size"])
-        micro = int(meta("micro_batch_size_per_gpu"))
-        num_micro_batches = max(1, -(-per_rank // micro))
-    return Normalizer(normalization, data["batch_num_tokens"], data["dp_size"], global_num_seqs, num_micro_batches)
+    if normalization == "token":
+        return Normalizer(normalization, batch_num_tokens=data["batch_num_tokens"], dp_size=data["dp_size"])
+    global_num_seqs = meta("global_batch_size")
+    if global_num_seqs is None:
+        raise ValueError(f"loss.normalization={normalization} needs 'global_batch_size' in the batch meta info")
+    if normalization == "sequence":
+        return Normalizer(normalization, dp_size=data["dp_size"], global_num_seqs=global_num_seqs)
+    if meta("use_dynamic_bsz"):
+        raise ValueError(
+            "loss.normalization=micro_batch needs fixed-size micro-batches (data.use_dynamic_bsz=False): "
+            "with dynamic batching the loss cannot see how many micro-batches a rank runs"
+        )
+    per_rank = int(global_num_seqs) // int(data["dp_size"])
+    micro = int(meta("micro_batch_size_per_gpu"))
+    return Normalizer(normalization, num_micro_batches=max(1, -(-per_rank // micro)))
 
 
 def make_loss_fn(cfg: LossConfig, reference=None):
@@ -392,7 +416,7 @@ def make_loss_fn(cfg: LossConfig, reference=None):
         loss = reduce_token_losses(per_token, flat, norm)
 
         with torch.no_grad():
-            scale = norm.dp_size / norm.batch_num_tokens
+            scale = data["dp_size"] / data["batch_num_tokens"]
             lp = flat.log_prob.detach().float()
             m = flat.mask.float()
             metrics = {

@@ -206,6 +206,19 @@ def test_segment_sum_and_weights_are_detached():
     assert not w.requires_grad
 
 
+@pytest.mark.parametrize("dtype,weight_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.float32),
+                                                (torch.float64, torch.float64)])
+def test_weight_dtype_is_at_least_float32(dtype, weight_dtype):
+    """The dft weight is exp(lp) in promote_types(dtype, float32): float64 log-probs keep float64 weights
+    (1 - 1e-12 survives, float32 would round it to 1)."""
+    lp = torch.tensor([math.log(0.5), math.log1p(-1e-12)], dtype=dtype)
+    w = token_weights("dft", lp, torch.ones(2, dtype=dtype), torch.tensor([0, 0]), 1)
+    assert w.dtype == weight_dtype
+    assert w[0].item() == pytest.approx(0.5, rel=1e-2 if dtype == torch.bfloat16 else 1e-7)
+    if dtype == torch.float64:
+        assert w[1].item() == pytest.approx(1 - 1e-12, abs=1e-15) and w[1].item() < 1.0
+
+
 @pytest.mark.parametrize(
     "cfg,match",
     [
@@ -270,12 +283,15 @@ def test_dft_power_endpoints_are_dft_and_sft(power, same_as):
 
 
 def shard(rows, masks, dp_size, global_seqs, micro=1):
-    """One micro-batch of a rank: rows of token probabilities and their loss masks (verl layout)."""
-    lp = torch.nested.as_nested_tensor([torch.tensor([math.log(p) for p in r]) for r in rows], layout=torch.jagged)
+    """One micro-batch of a rank: rows of token probabilities and their loss masks (verl layout).
+    Returns (flat log-prob leaf, jagged log_probs over it, batch)."""
+    flat = torch.tensor([math.log(p) for r in rows for p in r], dtype=torch.float64, requires_grad=True)
+    offsets = torch.tensor([0] + [len(r) for r in rows]).cumsum(0)
+    lp = torch.nested.nested_tensor_from_jagged(flat, offsets)
     td = TensorDict({"loss_mask": nested(masks, dtype=torch.int64)}, batch_size=[len(rows)])
     tu.assign_non_tensor(td, pad_mode=DatasetPadMode.NO_PADDING, dp_size=dp_size, batch_num_tokens=10,
                          global_batch_size=global_seqs, micro_batch_size_per_gpu=micro, use_dynamic_bsz=False)
-    return lp, td
+    return flat, lp, td
 
 
 # Two ranks x two micro-batches of one sequence each, 3 + 2 and 1 + 4 trained tokens (10 in all).
@@ -287,8 +303,10 @@ MICRO = {
 
 
 def test_micro_batch_normalisation_golden():
-    """Per-micro-batch token means, averaged over micro-batches (M=2) and ranks (the gradient all-reduce):
-    sft: ((-ln .5 - ln .25 - ln .8)/3 + (-ln .6 - ln .5)/2 + (-ln .2)/1 + (-ln .9 - ln .4 - ln .5 - ln .1)/4) / 4."""
+    """The official trainer's step: logged loss = per-micro-batch token means averaged over micro-batches
+    (M=2) and ranks; gradient = their SUM over a rank's micro-batches (ranks averaged by the all-reduce).
+    sft logged: ((-ln .5 - ln .25 - ln .8)/3 + (-ln .6 - ln .5)/2 + (-ln .2)/1 + (-ln .9 - ln .4 - ln .5 - ln .1)/4) / 4;
+    dft gradient w.r.t. lp_t of micro-batch k: -p_t / n_k (no 1/M)."""
     trained = {(r, k): [p for p, m in zip(row[:-1], mask[1:]) if m] for r, mbs in MICRO.items()
                for k, (row, mask) in enumerate(mbs)}
     assert [len(v) for v in trained.values()] == [3, 2, 1, 4]
@@ -298,34 +316,59 @@ def test_micro_batch_normalisation_golden():
         for r, mbs in MICRO.items():
             total = 0.0
             for row, mask in mbs:
-                lp, td = shard([row], [mask], dp_size=2, global_seqs=4)
-                total += make_loss_fn(cfg)(model_output={"log_probs": lp}, data=td)[0].item()
+                flat, lp, td = shard([row], [mask], dp_size=2, global_seqs=4, micro=1)
+                loss = make_loss_fn(cfg)(model_output={"log_probs": lp}, data=td)[0]
+                loss.backward()
+                total += loss.item()
+                n_k = sum(mask[1:])
+                expected_grad = [-weight(p) / n_k if m else 0.0 for p, m in zip(row, mask[1:] + [0])]
+                torch.testing.assert_close(flat.grad, torch.tensor(expected_grad, dtype=torch.float64),
+                                           rtol=1e-12, atol=1e-15)
             rank_losses.append(total)
         expected = sum(sum(-weight(p) * math.log(p) for p in ps) / len(ps) for ps in trained.values()) / 4
         if loss_type == "sft":  # by hand: (0.76753 + 0.60199 + 1.60944 + 1.00435) / 4; token mean 0.91334
             assert expected == pytest.approx(0.995825, abs=1e-6)
-        assert sum(rank_losses) / 2 == pytest.approx(expected, rel=1e-6), loss_type
+        assert sum(rank_losses) / 2 == pytest.approx(expected, rel=1e-9), loss_type
         # ... which is not the global token mean when the micro-batches differ in size
         token_mean = sum(-weight(p) * math.log(p) for ps in trained.values() for p in ps) / 10
         assert abs(expected - token_mean) > 1e-3
 
 
-def test_micro_batch_equals_token_when_counts_are_equal():
-    """Every micro-batch holding the same number of trained tokens: micro_batch == token normalisation."""
+def test_micro_batch_is_token_times_m_when_counts_are_equal():
+    """Every micro-batch holding the same number of trained tokens (M = 2 on one rank): micro_batch logs
+    token's value, and its gradient is M = 2 times token's (the factor that changes where clip_grad acts)."""
     mbs = [([0.5, 0.25, 0.9], [0, 1, 1]), ([0.6, 0.3, 0.8], [0, 1, 1])]
+    value, grads = {}, {}
     for norm in ("micro_batch", "token"):
-        total = 0.0
+        value[norm], grads[norm] = 0.0, []
         for row, mask in mbs:
-            lp, td = shard([row], [mask], dp_size=1, global_seqs=2)
+            flat, lp, td = shard([row], [mask], dp_size=1, global_seqs=2)
             tu.assign_non_tensor(td, batch_num_tokens=4)
-            total += make_loss_fn(LossConfig(type="dft", normalization=norm))(model_output={"log_probs": lp}, data=td)[0].item()
-        if norm == "micro_batch":
-            micro = total
-    assert micro == pytest.approx(total, rel=1e-7)
+            loss = make_loss_fn(LossConfig(type="dft", normalization=norm))(model_output={"log_probs": lp}, data=td)[0]
+            loss.backward()
+            value[norm] += loss.item()
+            grads[norm].append(flat.grad)
+    assert value["micro_batch"] == pytest.approx(value["token"], rel=1e-12)
+    for g_micro, g_token in zip(grads["micro_batch"], grads["token"]):
+        assert g_token.abs().sum() > 0
+        torch.testing.assert_close(g_micro, 2 * g_token, rtol=1e-12, atol=0)
+
+
+def test_normalizer_takes_only_what_its_mode_divides_by():
+    """Each normalisation names the counts it needs; a missing one is refused, an unused one is not asked for."""
+    from dft_verl.losses import Normalizer
+
+    Normalizer("micro_batch", num_micro_batches=4)
+    Normalizer("token", batch_num_tokens=10, dp_size=2)
+    Normalizer("sequence", global_num_seqs=8, dp_size=2)
+    with pytest.raises(ValueError, match="num_micro_batches"):
+        Normalizer("micro_batch", batch_num_tokens=10, dp_size=2)
+    with pytest.raises(ValueError, match="global_num_seqs"):
+        Normalizer("sequence", batch_num_tokens=10, dp_size=2)
 
 
 def test_micro_batch_rejects_dynamic_batch_size():
-    lp, td = shard([[0.5, 0.5]], [[0, 1]], dp_size=1, global_seqs=1)
+    _, lp, td = shard([[0.5, 0.5]], [[0, 1]], dp_size=1, global_seqs=1)
     tu.assign_non_tensor(td, use_dynamic_bsz=True)
     with pytest.raises(ValueError, match="use_dynamic_bsz=False"):
         make_loss_fn(LossConfig(normalization="micro_batch"))(model_output={"log_probs": lp}, data=td)

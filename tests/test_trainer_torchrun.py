@@ -143,12 +143,14 @@ def test_ray_variant_trains_and_checkpoints(tiny_model_dir, sft_parquet, tmp_pat
 def fixed_micro_batch_runs(tiny_model_dir, sft_parquet, tmp_path_factory):
     """Two steps each of dft, dft with verl's fused linear-cross-entropy and asft, from the same initial
     model and data order, with the official DFT normalisation (loss.normalization=micro_batch) over fixed
-    micro-batches: 16 sequences, 2 ranks, 4 per micro-batch -> 2 micro-batches per rank."""
+    micro-batches: 16 sequences, 2 ranks, 4 per micro-batch -> 2 micro-batches per rank; and dft with the
+    token normalisation over the same micro-batches."""
     fixed = ["loss.normalization=micro_batch", "data.use_dynamic_bsz=False"]
     runs = {
         "dft": ("dft", fixed),
         "dft_fused": ("dft", fixed + ["model.use_fused_kernels=True"]),
         "asft": ("asft", fixed),
+        "dft_token": ("dft", ["loss.normalization=token", "data.use_dynamic_bsz=False"]),
     }
     root = tmp_path_factory.mktemp("loss_family")
     return {name: run_trainer(tiny_model_dir, sft_parquet, root / name, loss, steps=2, extra=extra)
@@ -165,6 +167,18 @@ def test_fused_kernels_give_the_same_dft_training(fixed_micro_batch_runs):
         a, b = metric_series(plain, key), metric_series(fused, key)
         assert sorted(a) == sorted(b) == [1, 2], key
         assert all(b[s] == pytest.approx(a[s], rel=rel) for s in a), (key, a, b)
+
+
+def test_micro_batch_gradient_is_m_times_the_token_mean(fixed_micro_batch_runs):
+    """verl's engine back-propagates each micro-batch's returned loss as is and logs the sum of their values
+    (what micro_batch relies on, dft_verl/losses.py): at step 1 (same model, same micro-batches) the official
+    update's grad_norm is about M = 2 times the token mean's (not exactly: its micro-batch means weigh tokens
+    unequally) while the logged loss, the mean of the micro-batch means, stays near the token mean."""
+    micro, token = fixed_micro_batch_runs["dft"], fixed_micro_batch_runs["dft_token"]
+    ratio = metric_series(micro, "train/grad_norm")[1] / metric_series(token, "train/grad_norm")[1]
+    assert 1.6 < ratio < 2.4, ratio
+    loss_ratio = metric_series(micro, "train/loss")[1] / metric_series(token, "train/loss")[1]
+    assert 0.8 < loss_ratio < 1.25, loss_ratio
 
 
 def test_asft_anchor_starts_at_zero_and_grows(fixed_micro_batch_runs):
