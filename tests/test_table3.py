@@ -121,8 +121,15 @@ def test_sft_family_rows_share_the_paper_optimiser(tmp_path):
         seen[row] = {k: v for k, v in o.items() if k.startswith(("optim.", "data.train_batch", "data.max_length",
                                                                    "trainer.total_epochs"))}
     paper = {"optim.lr": "5e-5", "optim.lr_scheduler_type": "cosine", "optim.lr_warmup_steps_ratio": "0.1",
-             "data.train_batch_size": "256", "data.max_length": "2048", "trainer.total_epochs": "1"}
+             "data.train_batch_size": "256", "data.max_length": "2048", "trainer.total_epochs": "1",
+             # where the paper is silent, the official trainer's values and update (docs/losses.md)
+             "optim.clip_grad": "1.0", "optim.betas": "[0.9,0.95]"}
     assert all(opt == paper for opt in seen.values()), seen
+    official = {"loss.normalization": "micro_batch", "data.use_dynamic_bsz": "False", "trainer.seed": "0",
+                "data.micro_batch_size_per_gpu": "4"}
+    assert {k: o[k] for k in official} == official
+    tiny = overrides(commands(settings(tmp_path, PRESET="cpu-tiny"), "dft_sft")[0])
+    assert tiny["loss.normalization"] == "token" and "data.use_dynamic_bsz" not in tiny and "trainer.seed" not in tiny
 
 
 def test_online_rows_use_verl_main_ppo_with_paper_values(tmp_path):

@@ -123,8 +123,11 @@ def sft_overrides(s: Settings, row: Row, train_data: Path) -> list[str]:
            f"data.train_batch_size={s.SFT_BATCH_SIZE}", f"data.max_length={s.SFT_MAX_LENGTH}",
            f"data.micro_batch_size_per_gpu={s.SFT_MICRO_BATCH_SIZE_PER_GPU}", "data.truncation=right",
            f"optim.lr={s.SFT_LR}", f"optim.lr_scheduler_type={s.SFT_LR_SCHEDULER}",
-           f"optim.lr_warmup_steps_ratio={s.SFT_WARMUP_RATIO}", f"model.use_fused_kernels={s.SFT_FUSED_KERNELS}",
-           f"trainer.total_epochs={s.SFT_EPOCHS}"]
+           f"optim.lr_warmup_steps_ratio={s.SFT_WARMUP_RATIO}", f"optim.clip_grad={s.SFT_CLIP_GRAD}",
+           f"optim.betas={s.SFT_BETAS}", f"loss.normalization={s.SFT_NORMALIZATION}",
+           f"model.use_fused_kernels={s.SFT_FUSED_KERNELS}", f"trainer.total_epochs={s.SFT_EPOCHS}"]
+    if s.SFT_NORMALIZATION == "micro_batch":  # M fixed micro-batches of SFT_MICRO_BATCH_SIZE_PER_GPU sequences
+        out.append("data.use_dynamic_bsz=False")
     if row.ref_logprobs == "iw_sft":
         out.append(f"loss.iw_clip={s.IW_SFT_CLIP}")
     return [*out, f"trainer.nnodes={s.NNODES}", f"trainer.n_gpus_per_node={s.N_GPUS_PER_NODE}",

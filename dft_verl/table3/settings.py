@@ -55,7 +55,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("LOGGER", "tensorboard", "tracking board of every trained row and its evaluation scores: tensorboard "
        "(RUNS_DIR/tensorboard/<row>), wandb (offline unless WANDB_API_KEY or WANDB_MODE is set), mlflow "
        "(file:RUNS_DIR/mlruns unless MLFLOW_TRACKING_URI is set), console", ("tensorboard", "wandb", "mlflow", "console")),
-    _s("SEED", "", "training seed of every trained row (empty: each config's own); data and evaluation keep theirs"),
+    _s("SEED", "", "training seed of every trained row (empty: each config's own; the paper preset: 0, the official "
+       "trainer's data order, whose sampler is never seeded); data and evaluation keep theirs"),
     _s("SAVE_FREQ", "", "checkpoint every N optimiser steps, all trained rows (empty: each config's own)"),
     _s("KEEP_TRAINING_STATE", "1", "1: keep verl's whole checkpoints; 0: once a row has trained keep only the HF "
        "weights evaluation reads (python -m dft_verl.checkpoints)", ("0", "1")),
@@ -92,6 +93,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("SFT_WARMUP_RATIO", "0.1", "warm-up fraction of the steps"),
     _s("SFT_EPOCHS", "1", "epochs"),
     _s("SFT_MICRO_BATCH_SIZE_PER_GPU", "4", "sequences per forward per GPU (not in the paper)"),
+    _s("SFT_NORMALIZATION", "micro_batch", "loss.normalization: micro_batch (the official DFT trainer's update: the sum "
+       "of each micro-batch's token mean, M micro-batches per rank, fixed micro-batches) or token (the global token "
+       "mean); docs/losses.md", ("micro_batch", "token", "sequence")),
+    _s("SFT_CLIP_GRAD", "1.0", "gradient-norm clip (the official trainer's 1.0; with micro_batch it clips M times the "
+       "token-mean gradient)"),
+    _s("SFT_BETAS", "[0.9,0.95]", "AdamW betas (the official trainer's; verl's default is [0.9,0.999])"),
     _s("SFT_FUSED_KERNELS", "True", "verl's fused linear-cross-entropy (needs tied embeddings; not in the paper)",
        ("True", "False")),
     _s("IW_SFT_REF_MODEL", "", "iw-SFT rows: reference policy of the importance weight (empty: MODEL_PATH)"),
@@ -140,12 +147,16 @@ _CPU_COMMON: dict[str, PresetValue] = {
     "EVAL_DATA_DIR": "{DATA_DIR}/bench", "SAMPLE_BACKEND": "hf", "VERIFY_USE_RAY": "false", "VERIFY_NUM_WORKERS": "1",
     "SFT_MAX_LENGTH": "256", "SFT_FUSED_KERNELS": "False", "DPO_MAX_LENGTH": "256", "EVAL_BACKEND": "hf",
     "TOKEN_PROBS": "1",  # Fig. 2 for every row (cheap at these sizes)
+    # the demo's measured figures: token-mean normalisation and verl's betas (micro_batch measured against it on the
+    # demo's DFT rows: docs/losses.md)
+    "SFT_NORMALIZATION": "token", "SFT_BETAS": "[0.9,0.999]",
     # a laptop keeps only the HF weights of each trained row's checkpoints (SmolLM2: 0.5 of 2.1 GB each)
     "KEEP_TRAINING_STATE": "0",
 }
 PRESETS: dict[str, dict[str, PresetValue]] = {
-    # Qwen2.5-Math-1.5B on GPUs with the paper's values: the defaults above
-    "paper": {},
+    # Qwen2.5-Math-1.5B on GPUs with the paper's values (the defaults above) and, where it is silent, the official DFT
+    # trainer's (docs/losses.md): its update (SFT_NORMALIZATION=micro_batch), betas, clip, and its data order (SEED=0)
+    "paper": {"SEED": "0"},
     # SmolLM2-135M-Instruct at the demo's sizes: 48 generated questions x 4 samples, 8 examples per step, 64 new tokens;
     # 64 held-out questions x 2 samples. The raw model rarely ends with \boxed{}: `dft-verl demo` passes its
     # format-warmed model as MODEL_PATH.
