@@ -21,11 +21,15 @@ normalised string (``normalized_string``); a gold with none is judged that way (
 answer differs), so it is never reduced to a stray number. ``python -m dft_verl.benchmarks audit`` lists such golds.
 Two plain integers are compared exactly in the caller (what math-verify does with them, minus the round trip).
 
-Numeric tolerance (math-verify's ``verify`` defaults, unchanged): two plain decimals are equal when they agree after
-rounding to 6 decimal places (``0.3333333`` equals ``1/3``; ``0.0000001`` equals ``0``); any other numeric
-comparison, scientific notation included (``3.83\\times10^{35}``, ``1.24\\times10^{-8}``), is exact to 15
-significant digits, so ``3.8\\times10^{35}`` differs from ``3.83\\times10^{35}`` and the plain decimal
-``383000000000000000000000000000000000`` equals it.
+Numeric tolerance: math-verify's ``verify`` with its defaults compares a decimal number with another number after
+rounding both to 6 decimal places (``0.3333333`` equals ``1/3``, ``0.333`` does not), and any other numbers,
+scientific notation included (``3.83\\times10^{35}``), exactly to about 15 significant digits, so
+``3.8\\times10^{35}`` differs from ``3.83\\times10^{35}`` and the plain decimal
+``383000000000000000000000000000000000`` equals it. Those 6 decimal places are absolute: against a gold below
+10^-3 (Minerva's ``1.24e-8``, ``2.88e-19``) every small number would agree. So when the gold is one real number
+of magnitude below 10^-3, both sides are first divided by the gold's power of ten (``_at_gold_scale``): the 6
+decimal places then apply to its leading digit (``1.24\\times10^{-8}`` equals ``0.0000000124`` and
+``1.2400001\\times10^{-8}``, not ``1.24\\times10^{-10}`` or ``1.3\\times10^{-8}``).
 
 Untrusted input, bounded time. Model output may be anything: megabytes of junk, repetition, unclosed groups,
 control characters, lone surrogates, or not a string at all. Every step in the calling process is linear in
@@ -39,7 +43,8 @@ and the worker is replaced. A gold is read once per worker (kept across calls, s
 per sample), under its own limit ``GOLD_TIMEOUT_S``: reading it includes math-verify's slowest gold-side step,
 solving a gold equation for its free symbols (``solve(gold, gold.free_symbols)``, 10-20 s for Minerva's
 ``m l \\ddot{\\theta}(t)-m g \\sin \\theta(t)=f(t) \\cos \\theta(t)``), whose result the worker keeps, so a wrong
-answer against that gold costs only its own comparison. So once the workers are up, ``judge`` and
+answer against that gold costs only its own comparison (a gold whose solving runs past the limit is read again
+without it). So once the workers are up, ``judge`` and
 ``compute_score`` return within ``timeout_s`` + 1 s (plus ``GOLD_TIMEOUT_S`` the first time a gold is seen)
 whatever the input, and in ``verify_many`` no answer holds its worker longer than that (identical pairs in one
 batch are judged once).
@@ -494,15 +499,16 @@ def _solve_kept(f, *symbols, **flags):
     return list(hit) if isinstance(hit, list) else hit
 
 
-def read_gold(gold: str) -> list:
-    """A gold's sympy values (``read_answer``), read once per worker life. A gold holding an equation is also
-    compared once with a probe equation, ``probe = 0``: that is math-verify's path for a wrong equation answer, and
-    it solves the gold, which ``_solve_kept`` then keeps (in the workers), so no answer pays for it again."""
+def read_gold(gold: str, probe: bool = True) -> list:
+    """A gold's sympy values (``read_answer``), read once per worker life. With ``probe``, a gold holding an
+    equation is also compared once with a probe equation, ``probe = 0``: that is math-verify's path for a wrong
+    equation answer, and it solves the gold, which ``_solve_kept`` then keeps (in the workers), so no answer pays
+    for it again."""
     hit = _GOLDS.get(gold)
     if hit is None:
         try:
             hit = read_answer(gold)
-            if any(_has_relation(v) for v in hit):
+            if probe and any(_has_relation(v) for v in hit):
                 import sympy
                 from math_verify import verify
 
@@ -521,6 +527,23 @@ def _has_relation(value) -> bool:
     return isinstance(value, Relational) or any(isinstance(a, Relational) for a in getattr(value, "args", ()))
 
 
+def _at_gold_scale(gold_values: list, pred_values: list) -> tuple[list, list]:
+    """Both sides divided by ``10**floor(log10|gold|)`` when the gold is one real number of magnitude below 10^-3
+    (pred values that are not numbers are left alone); otherwise unchanged. See "Numeric tolerance" above."""
+    import sympy
+
+    if len(gold_values) != 1:
+        return gold_values, pred_values
+    g = gold_values[0]
+    if not (isinstance(g, sympy.Expr) and g.is_number and g.is_real and g != 0):
+        return gold_values, pred_values
+    magnitude = abs(float(g))
+    if not 0 < magnitude < 1e-3:
+        return gold_values, pred_values
+    scale = sympy.Integer(10) ** math.floor(math.log10(magnitude))
+    return [g / scale], [p / scale if isinstance(p, sympy.Expr) and p.is_number else p for p in pred_values]
+
+
 def match_unbounded(pred: str, gold: str) -> tuple[bool, str]:
     """Equivalence of two bare answers, timeouts disabled. Returns (correct, reason).
 
@@ -537,7 +560,7 @@ def match_unbounded(pred: str, gold: str) -> tuple[bool, str]:
         if not gold_values:
             return False, "string_gold"
         pred_values = _parse_cached(pred)
-        ok = bool(pred_values) and verify(gold_values, pred_values, timeout_seconds=None)
+        ok = bool(pred_values) and verify(*_at_gold_scale(gold_values, pred_values), timeout_seconds=None)
     except Exception:  # noqa: BLE001 - any sympy/latex2sympy failure is this pair's verdict, not a crash
         return False, "parse_error"
     return (True, "ok") if ok else (False, "wrong")
@@ -568,18 +591,19 @@ def _worker_main(conn) -> None:
         if batch is None:
             return
         _PARSED.clear()
-        for pred, gold in batch:
+        for pred, gold, probe in batch:
             if gold not in _GOLDS:  # the parent gives reading a gold its own limit, GOLD_TIMEOUT_S
                 conn.send(_READING_GOLD)
-                read_gold(gold)
+                read_gold(gold, probe)
                 conn.send(_GOLD_READ)
             conn.send(match_unbounded(pred, gold))
 
 
-# Worker -> parent markers around the reading of a new gold; golds whose reading ran out of time (parent side).
+# Worker -> parent markers around the reading of a new gold; golds whose reading ran out of time, with the
+# number of times (parent side).
 _READING_GOLD = "reading_gold"
 _GOLD_READ = "gold_read"
-_SLOW_GOLDS: set = set()
+_SLOW_GOLDS: dict = {}
 
 
 def _mp_context():
@@ -652,14 +676,15 @@ class _MatchWorker:
     def run(self, pairs: Sequence[tuple[str, str]], timeout_s: float) -> list[tuple[bool, str]]:
         """Judge ``pairs`` in order. A pair exceeding ``timeout_s`` seconds, or whose gold takes longer than
         GOLD_TIMEOUT_S to read, kills the worker ("timeout"); a worker dying on a pair gives "worker_error";
-        either way the rest go to a fresh worker. A gold that once took too long to read is not read again: its
-        pairs are "timeout" at once."""
+        either way the rest go to a fresh worker. A gold that took too long to read is read again without the
+        probe that solves it (its equation answers may then run into ``timeout_s`` one by one); one that takes
+        too long even so is not read again: its pairs are "timeout" at once."""
         results: list[tuple[bool, str] | None] = [None] * len(pairs)
         pending = list(range(len(pairs)))
         send_failed = False
         while pending:
             for i in pending:
-                if pairs[i][1] in _SLOW_GOLDS:
+                if _SLOW_GOLDS.get(pairs[i][1], 0) >= 2:
                     results[i] = (False, "timeout")
             pending = [i for i in pending if results[i] is None]
             if not pending:
@@ -668,7 +693,7 @@ class _MatchWorker:
                 self.kill()
                 self._start()
             try:
-                self.conn.send([pairs[i] for i in pending])
+                self.conn.send([(*pairs[i], pairs[i][1] not in _SLOW_GOLDS) for i in pending])
             except OSError:  # the worker died between the liveness check and the send
                 self.kill()
                 if send_failed:  # twice in a row on a fresh worker: blame the first pair, go on without it
@@ -683,7 +708,7 @@ class _MatchWorker:
                     results[i] = verdict
                     continue
                 if reading_gold and failure == "timeout":
-                    _SLOW_GOLDS.add(pairs[i][1])
+                    _SLOW_GOLDS[pairs[i][1]] = _SLOW_GOLDS.get(pairs[i][1], 0) + 1
                 results[i] = (False, failure)
                 self.kill()
                 pending = pending[k + 1 :]

@@ -144,3 +144,23 @@ def test_wrong_answers_against_a_long_gold_equation_are_quick():
     out = verify_many(wrong[1:] + [right], [MINERVA_132] * 4, num_workers=1, timeout_s=10.0, chunk_size=1)
     assert [j.reason for j in out] == ["wrong", "wrong", "wrong", "ok"]
     assert time.perf_counter() - t1 < 20
+
+
+# Golds below 10^-3 are compared at their own scale (Minerva rows 197, 264): math-verify's 6 decimal places alone
+# would let any small number agree.
+@pytest.mark.parametrize(
+    "response, gold, correct",
+    [
+        ("\\boxed{0.0000000124}", "1.24e-8", True),
+        ("\\boxed{1.2400001 \\times 10^{-8}}", "1.24e-8", True),
+        ("\\boxed{0.000000000124}", "1.24e-8", False),  # 1.24e-10: equal to 1.24e-8 at 6 decimal places
+        ("\\boxed{1.3 \\times 10^{-8}}", "1.24e-8", False),
+        ("\\boxed{2.880144e-19}", "2.88e-19", False),  # equal at math-verify's 15 digits absolute
+        ("\\boxed{2.88 \\times 10^{-19} \\text{ J}}", "2.88e-19", True),
+        ("\\boxed{0.0001500000001}", "1.5e-4", True),  # 6 decimal places of the leading digit
+        ("\\boxed{0.0001500001}", "1.5e-4", False),
+        ("\\boxed{0.333333}", "\\frac{1}{3}", True),  # above 10^-3: math-verify's rule unchanged
+    ],
+)
+def test_small_golds_are_compared_at_their_scale(response, gold, correct):
+    assert judge(response, gold).correct is correct
