@@ -25,11 +25,13 @@ Numeric tolerance: math-verify's ``verify`` with its defaults compares a decimal
 rounding both to 6 decimal places (``0.3333333`` equals ``1/3``, ``0.333`` does not), and any other numbers,
 scientific notation included (``3.83\\times10^{35}``), exactly to about 15 significant digits, so
 ``3.8\\times10^{35}`` differs from ``3.83\\times10^{35}`` and the plain decimal
-``383000000000000000000000000000000000`` equals it. Those 6 decimal places are absolute: against a gold below
-10^-3 (Minerva's ``1.24e-8``, ``2.88e-19``) every small number would agree. So when the gold is one real number
-of magnitude below 10^-3, both sides are first divided by the gold's power of ten (``_at_gold_scale``): the 6
-decimal places then apply to its leading digit (``1.24\\times10^{-8}`` equals ``0.0000000124`` and
-``1.2400001\\times10^{-8}``, not ``1.24\\times10^{-10}`` or ``1.3\\times10^{-8}``).
+``383000000000000000000000000000000000`` equals it. Both fail on scientific golds: the 6 decimal places are
+absolute, so against a gold below 10^-3 (Minerva's ``1.24e-8``, ``2.88e-19``) every small number agrees, and the
+exact comparison of a binary float, ``8.7\\times10^{8}`` against ``870000000``, fails. So when the gold is one real
+number of magnitude below 10^-3 or at least 10^6, both sides are first divided by the gold's power of ten
+(``_at_gold_scale``): the 6 decimal places then apply to its leading digit, 7 significant digits
+(``1.24\\times10^{-8}`` equals ``0.0000000124`` and ``1.2400001\\times10^{-8}``, not ``1.24\\times10^{-10}`` or
+``1.3\\times10^{-8}``; ``8.7\\times10^{8}`` equals ``870000000``). Two plain integers stay exact (above).
 
 Untrusted input, bounded time. Model output may be anything: megabytes of junk, repetition, unclosed groups,
 control characters, lone surrogates, or not a string at all. Every step in the calling process is linear in
@@ -529,7 +531,8 @@ def _has_relation(value) -> bool:
 
 def _at_gold_scale(gold_values: list, pred_values: list) -> tuple[list, list]:
     """Both sides divided by ``10**floor(log10|gold|)`` when the gold is one real number of magnitude below 10^-3
-    (pred values that are not numbers are left alone); otherwise unchanged. See "Numeric tolerance" above."""
+    or at least 10^6 (pred values that are not numbers are left alone); otherwise unchanged. See "Numeric
+    tolerance" above."""
     import sympy
 
     if len(gold_values) != 1:
@@ -538,7 +541,7 @@ def _at_gold_scale(gold_values: list, pred_values: list) -> tuple[list, list]:
     if not (isinstance(g, sympy.Expr) and g.is_number and g.is_real and g != 0):
         return gold_values, pred_values
     magnitude = abs(float(g))
-    if not 0 < magnitude < 1e-3:
+    if 1e-3 <= magnitude < 1e6 or not math.isfinite(magnitude):
         return gold_values, pred_values
     scale = sympy.Integer(10) ** math.floor(math.log10(magnitude))
     return [g / scale], [p / scale if isinstance(p, sympy.Expr) and p.is_number else p for p in pred_values]

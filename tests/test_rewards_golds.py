@@ -146,8 +146,8 @@ def test_wrong_answers_against_a_long_gold_equation_are_quick():
     assert time.perf_counter() - t1 < 20
 
 
-# Golds below 10^-3 are compared at their own scale (Minerva rows 197, 264): math-verify's 6 decimal places alone
-# would let any small number agree.
+# Golds below 10^-3 or from 10^6 are compared at their own scale (Minerva rows 197, 264, 13): math-verify's 6
+# decimal places alone let any small number agree, and its exact comparison fails 8.7e8 against 870000000.
 @pytest.mark.parametrize(
     "response, gold, correct",
     [
@@ -160,6 +160,10 @@ def test_wrong_answers_against_a_long_gold_equation_are_quick():
         ("\\boxed{0.0001500000001}", "1.5e-4", True),  # 6 decimal places of the leading digit
         ("\\boxed{0.0001500001}", "1.5e-4", False),
         ("\\boxed{0.333333}", "\\frac{1}{3}", True),  # above 10^-3: math-verify's rule unchanged
+        ("\\boxed{870000000}", "8.7e8", True),  # Minerva row 13: 8.7 is not exact in binary
+        ("\\boxed{8.7 \\times 10^{8}}", "8.7e8", True),
+        ("\\boxed{870000100}", "8.7e8", False),
+        ("\\boxed{383000000000000000000000000000000000}", "3.83e35", True),
     ],
 )
 def test_small_golds_are_compared_at_their_scale(response, gold, correct):
