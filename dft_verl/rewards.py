@@ -46,10 +46,9 @@ per sample), under its own limit ``GOLD_TIMEOUT_S``: reading it includes math-ve
 solving a gold equation for its free symbols (``solve(gold, gold.free_symbols)``, 10-20 s for Minerva's
 ``m l \\ddot{\\theta}(t)-m g \\sin \\theta(t)=f(t) \\cos \\theta(t)``), whose result the worker keeps, so a wrong
 answer against that gold costs only its own comparison (a gold whose solving runs past the limit is read again
-without it). So once the workers are up, ``judge`` and
-``compute_score`` return within ``timeout_s`` + 1 s (plus ``GOLD_TIMEOUT_S`` the first time a gold is seen)
-whatever the input, and in ``verify_many`` no answer holds its worker longer than that (identical pairs in one
-batch are judged once).
+without it). So once the workers are up, ``judge`` and ``compute_score`` return within ``timeout_s`` + 1 s (plus
+``GOLD_TIMEOUT_S`` the first time a worker sees a gold) whatever the input, and in ``verify_many`` no answer
+holds its worker longer than that (identical pairs in one batch are judged once).
 
 Reasons (``Judgement.reason``):
     ok              pred equals gold
@@ -540,7 +539,10 @@ def _at_gold_scale(gold_values: list, pred_values: list) -> tuple[list, list]:
     g = gold_values[0]
     if not (isinstance(g, sympy.Expr) and g.is_number and g.is_real and g != 0):
         return gold_values, pred_values
-    magnitude = abs(float(g))
+    try:
+        magnitude = abs(float(g))
+    except (OverflowError, TypeError, ValueError):
+        return gold_values, pred_values
     if 1e-3 <= magnitude < 1e6 or not math.isfinite(magnitude):
         return gold_values, pred_values
     scale = sympy.Integer(10) ** math.floor(math.log10(magnitude))

@@ -168,3 +168,9 @@ def test_wrong_answers_against_a_long_gold_equation_are_quick():
 )
 def test_small_golds_are_compared_at_their_scale(response, gold, correct):
     assert judge(response, gold).correct is correct
+
+
+def test_huge_gold_is_compared_without_scaling():
+    """A gold too large for a float (10^400) keeps math-verify's own exact comparison."""
+    assert judge("\\boxed{10^{400}}", "10^{400}").correct
+    assert not judge("\\boxed{10^{401}}", "10^{400}").correct
