@@ -14,6 +14,12 @@ Gold-answer rules (the Qwen2.5-Math evaluation conventions):
 | amc23           | `problem` / `question`  | `answer` (a float such as 27.0 becomes "27")                       |
 
 A malformed row raises `BenchmarkFormatError` naming the file (or hub id), the row and the field.
+
+Gold audit: `python -m dft_verl.benchmarks audit [--data-dir ../shared/data/eval] [--benchmarks ...]` reads every
+gold as the judge does (`dft_verl.rewards.normalize_gold`, then `read_answer`) and lists, per benchmark, each gold
+that does not read as a value: "string" (no LaTeX reading; judged as a normalised string, reason "string_gold"),
+"suspicious" (a reading that is Euler's e alone, or a gold that still holds a number written `<digits>e<digits>`), with its row, the
+normalised gold and the reading. It exits 1 when a gold is suspicious. docs/benchmarks.md has its output.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dft_verl.prompts import DEFAULT_TEMPLATE, build_prompt
-from dft_verl.rewards import last_boxed
+from dft_verl.rewards import last_boxed, normalize_answer, normalize_gold, read_answer
 
 BENCHMARKS: tuple[str, ...] = ("math500", "minerva_math", "olympiadbench", "aime24", "amc23")
 
@@ -217,3 +223,78 @@ def load_benchmark(
             raise ValueError(f"limit must be >= 1, got {limit}")
         records = records[:limit]
     return [parse_record(benchmark, r, where, i) for i, r in enumerate(records)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Gold audit
+# --------------------------------------------------------------------------------------------------------
+
+# A number in scientific notation that normalisation left alone, or a reading that is Euler's e by itself.
+_UNREAD_SCIENTIFIC = re.compile(r"(?<![\w\\])\d+(?:\.\d*)?[eE][+-]?\d")
+
+
+@dataclass(frozen=True)
+class GoldReading:
+    """How the judge reads one gold: `kind` is "value", "string" or "suspicious" (see the module docstring)."""
+
+    benchmark: str
+    index: int
+    gold: str
+    normalized: str
+    kind: str
+    reading: str
+
+
+def read_gold_as_judged(q: Question) -> GoldReading:
+    """The judge's reading of a question's gold (math-verify in this process, no time limit: benchmark files are
+    trusted input, unlike model output)."""
+    gold = normalize_gold(q.gold) or ""
+    normalized = normalize_answer(gold)
+    values = read_answer(gold)
+    reading = "; ".join(str(v) for v in values)
+    if not values:
+        kind = "string"
+    elif reading == "E" and normalized != "e" or _UNREAD_SCIENTIFIC.search(normalized):
+        kind = "suspicious"
+    else:
+        kind = "value"
+    return GoldReading(q.benchmark, q.index, q.gold, normalized, kind, reading)
+
+
+def audit(names, data_dir=None) -> dict[str, list[GoldReading]]:
+    """Every gold of the named benchmarks, read as the judge reads it, by benchmark."""
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    return {name: [read_gold_as_judged(q) for q in load_benchmark(name, data_dir=data_dir)]
+            for name in check_names(list(names))}
+
+
+def format_audit(readings: dict[str, list[GoldReading]]) -> str:
+    """The audit report: a count line per benchmark, then each gold not read as a value."""
+    lines = []
+    for name, rows in readings.items():
+        odd = [r for r in rows if r.kind != "value"]
+        counts = {k: sum(r.kind == k for r in rows) for k in ("value", "string", "suspicious")}
+        lines.append(f"{name}: {len(rows)} golds, {counts['value']} values, {counts['string']} strings, "
+                     f"{counts['suspicious']} suspicious")
+        lines += [f"  row {r.index} [{r.kind}] {r.normalized!r} -> {r.reading or '(no value)'}" for r in odd]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m dft_verl.benchmarks", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("audit", help="list every gold the judge does not read as a value")
+    a.add_argument("--data-dir", default=None, help="folder of <benchmark>/test.jsonl (default: the hub)")
+    a.add_argument("--benchmarks", default=",".join(BENCHMARKS))
+    args = p.parse_args(argv)
+    readings = audit([b.strip() for b in args.benchmarks.split(",") if b.strip()], args.data_dir)
+    print(format_audit(readings))
+    return 1 if any(r.kind == "suspicious" for rows in readings.values() for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,8 @@
 """Benchmark loaders: gold-answer rules per benchmark, local layout, hub path, and errors naming file/row/field."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +130,55 @@ def test_hub_source_uses_same_rules(monkeypatch):
     with pytest.raises(BenchmarkFormatError, match=r"hf:my/copy\[test\]: row 1: field 'final_answer'"):
         load_benchmark("olympiadbench", hf_source=HFSource("my/copy", None, "test"))
     assert set(benchmarks.HF_SOURCES) == set(BENCHMARKS)
+
+
+# ---- gold audit ----------------------------------------------------------------------------------------------
+
+# The benchmark files: $DFT_VERL_EVAL_DATA, by default ../shared/data/eval beside the repository.
+SHARED_EVAL = Path(os.environ.get("DFT_VERL_EVAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "eval"))
+
+# Golds with no LaTeX reading, judged as normalised strings (docs/benchmarks.md). A gold that stops reading as a
+# value, or one of these that starts to, changes this table on purpose or fails the test.
+STRING_GOLDS = {
+    "math500": [],
+    "minerva_math": [5, 27, 261, 269],  # np.arcsin(10/13); \odot; \hbar ...; E_{1},E_{2}
+    "olympiadbench": [34, 73, 96],  # m_{\max }=...; f(x)=a x+b, where ...; t(0,4]
+    "aime24": [],
+    "amc23": [],
+}
+
+
+def test_audit_reads_each_gold_kind(tmp_path):
+    data = {"minerva_math": [{"problem": "p", "solution": "so $\\boxed{3.83e35}$"},
+                             {"problem": "p", "solution": "\\boxed{-1./3}"},
+                             {"problem": "p", "solution": "\\boxed{\\hbar \\omega(v+1 / 2)-\\frac{E_{0}^{2} e^{2}}"
+                                                          "{2 m \\omega^{2}}}"}],
+            "olympiadbench": [{"question": "q", "final_answer": ["$(-\\infty, 0) \\cup\\{1\\}$."]}]}
+    write_fixture(tmp_path, data)
+    readings = benchmarks.audit(["minerva_math", "olympiadbench"], tmp_path)
+    assert [(r.kind, r.reading) for r in readings["minerva_math"]] == [
+        ("value", "3.83*10**35"), ("value", "-1/3"), ("string", "")]
+    assert [r.normalized for r in readings["minerva_math"]][:2] == ["3.83\\times10^{35}", "-1/3"]
+    assert [(r.kind, r.reading) for r in readings["olympiadbench"]] == [
+        ("value", "Union({1}, Interval.open(-oo, 0))")]
+    report = benchmarks.format_audit(readings)
+    assert report.splitlines()[0] == "minerva_math: 3 golds, 2 values, 1 strings, 0 suspicious"
+    assert report.splitlines()[1].startswith("  row 2 [string] '\\\\hbar")
+
+
+def test_audit_command_fails_on_a_suspicious_gold(tmp_path, capsys):
+    write_fixture(tmp_path, {"aime24": [{"problem": "p", "answer": "1.5e3m"}, {"problem": "q", "answer": "7"}]})
+    assert benchmarks.main(["audit", "--data-dir", str(tmp_path), "--benchmarks", "aime24"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("aime24: 2 golds, 1 values, 0 strings, 1 suspicious\n  row 0 [suspicious] '1.5e3m'")
+
+
+@pytest.mark.skipif(not SHARED_EVAL.is_dir(), reason=f"benchmark files not found at {SHARED_EVAL} "
+                                                      "(set DFT_VERL_EVAL_DATA)")
+def test_audit_of_the_benchmark_files():
+    """Every one of the 1,517 golds reads as a value except the string golds listed above; none is suspicious."""
+    readings = benchmarks.audit(BENCHMARKS, SHARED_EVAL)
+    assert {b: len(rows) for b, rows in readings.items()} == {
+        "math500": 500, "minerva_math": 272, "olympiadbench": 675, "aime24": 30, "amc23": 40}
+    assert {b: [r.index for r in rows if r.kind != "value"] for b, rows in readings.items()} == STRING_GOLDS
+    assert all(r.kind == "string" for rows in readings.values() for r in rows if r.kind != "value")
