@@ -178,7 +178,8 @@ def test_a_new_iw_sft_reference_model_reruns_its_log_probs_and_training(tiny_run
     before = outputs(runs)
     proc = run_all(runs, "iw_sft_sft", IW_SFT_REF_MODEL=str(other), EVAL="0", timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "[iw_sft_sft] ref_logprobs: running (inputs changed: args, file " + str(other) in proc.stdout
+    (why,) = [line for line in proc.stdout.splitlines() if line.startswith("[iw_sft_sft] ref_logprobs: running")]
+    assert "(inputs changed: args, file " in why and f"file {other}" in why  # the command and the model it reads
     assert "[iw_sft_sft] train: running (inputs changed: file " in proc.stdout
     assert f"--model {other}" in (runs / "iw_sft_sft" / "ref_logprobs.log").read_text().split("====")[-1]
     after = outputs(runs)
