@@ -141,7 +141,8 @@ def test_paired_statistics_match_the_results_files(demo_run):
 def test_rerun_resumes_and_a_deleted_row_is_redone_alone(demo_run):
     out, model, _ = demo_run
     # files the run's own bookkeeping rewrites each time; everything the rows made must stay untouched
-    volatile = {"demo.log", "config.json", "timings.tsv", "report/summary.json", "report/summary.md"}
+    volatile = {"demo.log", "config.json", "timings.tsv", "warmup/timings.tsv", "report/summary.json",
+                "report/summary.md"}
     before = _files(out)
     # KEEP_TRAINING_STATE changes what stays on disk, not a result: no reason to retrain
     second = run_cli(out, model, "recipe_env.KEEP_TRAINING_STATE=1")
@@ -194,6 +195,7 @@ def test_a_larger_held_out_set_is_evaluated_without_retraining(demo_run):
     kept = {k: v for k, v in _files(out).items() if k.startswith(("checkpoints/", "warmup/", "data/", "task/train",
                                                                   "task/format"))
             or k.endswith(("train.log", "steps/train.json"))}
+    kept.pop("warmup/timings.tsv")  # each run's bookkeeping
     samples = {p: pd.read_parquet(p) for p in out.glob("*/eval/**/samples/math500.parquet")}
     assert {p.relative_to(out).parts[0] for p in samples} == set(ALL_ROWS)
     untouched = {k: v for k, v in _files(out).items() if k.startswith("dpo/eval/")}
