@@ -84,9 +84,9 @@ def sizing_line(comparisons: list[dict], target: float = 5.0) -> str:
     c = comparisons[0]
     half = (c["ci_hi"] - c["ci_lo"]) / 2
     need = questions_for_half_width(c, target)
-    verdict = "reached" if half <= target else (f"needs about {need} held-out questions (`task.n_test={need} "
-                                                "overwrite=true`: generated questions are extended and only the "
-                                                "added ones sampled; nothing is retrained)")
+    verdict = "reached" if half <= target else (f"needs about {need} held-out questions (`task.n_test={need}`: "
+                                                "generated questions are extended and only the added ones sampled; "
+                                                "nothing is retrained)")
     return (f"\nHeadline comparison {c['label_a']} − {c['label_b']}: 95% CI half-width {half:.1f} points on "
             f"{c['n_questions']} questions; a half-width of {target:g} points {verdict}.\n")
 
