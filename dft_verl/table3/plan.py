@@ -88,6 +88,11 @@ def eval_benchmarks(s: Settings) -> list[str]:
 # ------------------------------------------------------------------------------------------------ overrides
 
 
+def optional(s: Settings, overrides: dict[str, str]) -> list[str]:
+    """``key=value`` for each {key: SETTING} whose setting is set (empty: the config's own value stays)."""
+    return [f"{key}={getattr(s, name)}" for key, name in overrides.items() if getattr(s, name)]
+
+
 def seed_overrides(s: Settings, trainer: str) -> list[str]:
     """SEED for every trained row: verl's SFT trainer (SFT family, DPO); PPO/GRPO's data order, mini-batch order
     (actor and critic) and rollout sampling."""
@@ -109,11 +114,8 @@ def engine_overrides(s: Settings) -> list[str]:
 
 
 def checkpoint_overrides(s: Settings, row: str) -> list[str]:
-    out = [f"trainer.project_name={PROJECT}", f"trainer.experiment_name={row}",
-           f"trainer.default_local_dir={ckpt_dir(s, row)}"]
-    if s.SAVE_FREQ:
-        out.append(f"trainer.save_freq={s.SAVE_FREQ}")
-    return out
+    return [f"trainer.project_name={PROJECT}", f"trainer.experiment_name={row}",
+            f"trainer.default_local_dir={ckpt_dir(s, row)}", *optional(s, {"trainer.save_freq": "SAVE_FREQ"})]
 
 
 def sft_overrides(s: Settings, row: Row, train_data: Path) -> list[str]:
@@ -155,12 +157,9 @@ def ppo_overrides(s: Settings, row: Row) -> list[str]:
            f"actor_rollout_ref.actor.optim.lr_warmup_steps_ratio={s.RL_WARMUP_RATIO}",
            f"actor_rollout_ref.rollout.temperature={s.RL_TEMPERATURE}", f"trainer.total_epochs={s.RL_EPOCHS}",
            f"trainer.nnodes={s.NNODES}", f"trainer.n_gpus_per_node={s.N_GPUS_PER_NODE}"]
-    if s.RL_MAX_PROMPT_LENGTH:
-        out.append(f"data.max_prompt_length={s.RL_MAX_PROMPT_LENGTH}")
-    if s.RL_MAX_RESPONSE_LENGTH:
-        out.append(f"data.max_response_length={s.RL_MAX_RESPONSE_LENGTH}")
-    if s.RL_MINI_BATCH_SIZE:
-        out.append(f"actor_rollout_ref.actor.ppo_mini_batch_size={s.RL_MINI_BATCH_SIZE}")
+    out += optional(s, {"data.max_prompt_length": "RL_MAX_PROMPT_LENGTH",
+                        "data.max_response_length": "RL_MAX_RESPONSE_LENGTH",
+                        "actor_rollout_ref.actor.ppo_mini_batch_size": "RL_MINI_BATCH_SIZE"})
     if s.RL_MICRO_BATCH_SIZE_PER_GPU:
         micro = s.RL_MICRO_BATCH_SIZE_PER_GPU
         out += [f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
@@ -228,12 +227,8 @@ def data_steps(s: Settings, extra: list[str]) -> Iterator[Step]:
             f"prepare.prompt_template={s.PROMPT_TEMPLATE}", f"sample.model_path={s.MODEL_PATH}",
             f"sample.backend={s.SAMPLE_BACKEND}", f"sample.n={s.SAMPLE_N}", f"sample.temperature={s.SAMPLE_TEMPERATURE}",
             f"sample.max_new_tokens={s.SAMPLE_MAX_NEW_TOKENS}", f"verify.use_ray={s.VERIFY_USE_RAY}"]
-    if s.SAMPLE_BATCH_SIZE:
-        args.append(f"sample.batch_size={s.SAMPLE_BATCH_SIZE}")
-    if s.SAMPLE_PROCESSES:
-        args.append(f"sample.processes={s.SAMPLE_PROCESSES}")
-    if s.VERIFY_NUM_WORKERS:
-        args.append(f"verify.num_workers={s.VERIFY_NUM_WORKERS}")
+    args += optional(s, {"sample.batch_size": "SAMPLE_BATCH_SIZE", "sample.processes": "SAMPLE_PROCESSES",
+                         "verify.num_workers": "VERIFY_NUM_WORKERS"})
     if s.SAMPLE_BACKEND == "verl":  # one shard is one Ray job: make it large
         args += [f"+sample.backend_kwargs.n_gpus_per_node={s.N_GPUS_PER_NODE}",
                  f"+sample.backend_kwargs.nnodes={s.NNODES}", "sample.shard_size=8192"]
