@@ -236,12 +236,16 @@ class Demo:
 
     # ------------------------------------------------------------------ rows
 
+    def main_settings(self, base_model, train_file) -> Settings:
+        """The main run's settings (SEED=0): everything under ``out``, trained from ``base_model`` on ``train_file``."""
+        return self.settings(RUNS_DIR=self.out, DATA_DIR=self.out / "data", CKPT_DIR=self.out / "checkpoints",
+                             MODEL_PATH=base_model, DATA_SOURCE=train_file, DATA_GENERATE_TRAIN=0,
+                             EVAL_DATA_DIR=self.out / "bench", SEED=0)
+
     def rows(self, task_files: dict[str, Path]) -> dict[str, int]:
         """data, the rows and the report at the preset's sizes from the base model (SEED=0), then the trained rows
         again with SEED=1..seeds-1 into seeds/<s>/; returns {stage: seconds} of the main run."""
-        s = self.settings(RUNS_DIR=self.out, DATA_DIR=self.out / "data", CKPT_DIR=self.out / "checkpoints",
-                          MODEL_PATH=self.base_model, DATA_SOURCE=task_files["train"], DATA_GENERATE_TRAIN=0,
-                          EVAL_DATA_DIR=self.out / "bench", SEED=0)
+        s = self.main_settings(self.base_model, task_files["train"])
         rows = list(self.cfg.rows)
         seconds = self.run_stages(s, ["data", *rows, "report"])
         self.row_seconds.update(seconds)
@@ -268,9 +272,7 @@ class Demo:
         from dft_verl.table3.__main__ import check_steps, print_steps
 
         base = self.out / "warmup" / "checkpoints" / "sft" / "global_step_LATEST" / "huggingface"
-        s = self.settings(RUNS_DIR=self.out, DATA_DIR=self.out / "data", CKPT_DIR=self.out / "checkpoints",
-                          MODEL_PATH=base, DATA_SOURCE=self.out / "task" / "train.jsonl", DATA_GENERATE_TRAIN=0,
-                          EVAL_DATA_DIR=self.out / "bench", SEED=0)
+        s = self.main_settings(base, self.out / "task" / "train.jsonl")
         return check_steps(print_steps(s, ["data", *self.cfg.rows, "report"], []))
 
     def run(self) -> dict:

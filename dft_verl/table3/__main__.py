@@ -36,16 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_steps(s, stages: list[str], extra: list[str], out=sys.stdout) -> list[plan.Step]:
     """Each step's command, under a "# stage/step" line; the steps, for ``check``."""
-    runner_argv = []
+    steps = []
     for stage in stages:
-        for step in plan.steps(s, stage, extra if stage != "report" else ()):
-            argv = launch.command(s, step.module, step.args, kind=step.kind, env=step.env, gpus=step.gpus,
-                                  local=step.local)
-            env = {} if s.RAY_ADDRESS and not step.local else step.env
+        for step in plan.steps(s, stage, extra):
             node = "" if step.all_nodes or s.node0 else "  (node 0 only: skipped on this node)"
-            print(f"# {step.id}{node}\n{launch.shell_line(argv, env)}", file=out, flush=True)
-            runner_argv.append(step)
-    return runner_argv
+            print(f"# {step.id}{node}\n{launch.shell_line(*launch.step_command(s, step))}", file=out, flush=True)
+            steps.append(step)
+    return steps
 
 
 def check_steps(steps: list[plan.Step], out=sys.stdout) -> int:
@@ -95,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "check" or s.flag("DRY_RUN"):
             steps = print_steps(s, stages, extra) if args.command == "run" else [
-                st for stage in stages for st in plan.steps(s, stage, extra if stage != "report" else ())]
+                st for stage in stages for st in plan.steps(s, stage, extra)]
             return 1 if check_steps(steps) else 0
         from dft_verl.table3.runner import Runner, StepFailed
 

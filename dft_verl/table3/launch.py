@@ -67,6 +67,14 @@ def command(s: Settings, module: str, args: list[str], kind: str = "python", env
     return [*head, "-m", module, *args]
 
 
+def step_command(s: Settings, step, args: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """A dft_verl.table3.plan.Step's argv (with ``args`` instead of its own when given) and the environment this
+    machine passes it: the step's own, except for a Ray job, whose variables travel in its runtime env."""
+    argv = command(s, step.module, step.args if args is None else args, kind=step.kind, env=step.env, gpus=step.gpus,
+                   local=step.local)
+    return argv, {} if s.RAY_ADDRESS and not step.local else step.env
+
+
 def process_env(s: Settings, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a step's process on this machine: ours, this interpreter's bin folder first on PATH (its
     torchrun and ray), this checkout importable in every process (torchrun ranks, Ray workers), and ``env``."""

@@ -185,7 +185,8 @@ def ppo_overrides(s: Settings, row: Row) -> list[str]:
 
 
 def steps(s: Settings, stage: str, extra: list[str] | tuple = ()) -> Iterator[Step]:
-    """The steps of ``stage`` (data, a row key, report); ``extra`` overrides go last on its main command."""
+    """The steps of ``stage`` (data, a row key, report); ``extra`` overrides go last on its main command (the report
+    has none: they are ignored there, so one list can serve a row and the report after it)."""
     if stage not in STAGES:
         raise KeyError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
     if stage == "data":
@@ -243,17 +244,21 @@ def data_steps(s: Settings, extra: list[str]) -> Iterator[Step]:
                overwrite_args=["overwrite=true"])
 
 
+def ref_data(s: Settings, row: Row) -> Path:
+    """The row's data with the reference log-probs added (what its training reads)."""
+    return Path(s.DATA_DIR) / "ref_logprobs" / f"{row.data}.parquet"
+
+
 def ref_logprobs_step(s: Settings, row: Row) -> Step:
     """A reference policy's per-token log-probs added to the row's data, tokenised as training tokenises it."""
+    out = ref_data(s, row)
     if row.ref_logprobs == "dpo":
         model, source = s.MODEL_PATH, data_file(s, "dpo")
-        out = Path(s.DATA_DIR) / "ref_logprobs" / "dpo.parquet"
         args = ["--model", model, "--data", str(source), "--out", str(out), "--max-length", s.DPO_MAX_LENGTH,
                 "--truncation", "right"]
         module = "dft_verl.dpo.ref_logprobs"
     else:
         model, source = s.IW_SFT_REF_MODEL or s.MODEL_PATH, data_file(s, row.data)
-        out = Path(s.DATA_DIR) / "ref_logprobs" / f"{row.data}.parquet"
         args = ["--model", model, "--data", str(source), "--out", str(out), "--max-length", s.SFT_MAX_LENGTH]
         module = "dft_verl.trainer.ref_logprobs"
     return Step(row.key, "ref_logprobs", module, args, gpus=1, reads=[str(source), model], outputs=[str(out)],
@@ -262,7 +267,7 @@ def ref_logprobs_step(s: Settings, row: Row) -> Step:
 
 def train_step(s: Settings, row: Row, extra: list[str]) -> Step:
     ckpt = ckpt_dir(s, row.key)
-    data = Path(ref_logprobs_step(s, row).outputs[0]) if row.ref_logprobs else data_file(s, row.data)
+    data = ref_data(s, row) if row.ref_logprobs else data_file(s, row.data)
     common = dict(reads=[str(data), s.MODEL_PATH], outputs=[str(ckpt / "latest_checkpointed_iteration.txt")],
                   clears=[str(ckpt)], env=board.logger_env(s, row.key), all_nodes=True)
     if row.trainer == "sft":

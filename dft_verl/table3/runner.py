@@ -80,7 +80,7 @@ class Runner:
         for stage in stages:
             logger.info("==== [table3] %s start", stage)
             t0 = time.perf_counter()
-            for step in plan.steps(self.s, stage, extra if stage != "report" else ()):
+            for step in plan.steps(self.s, stage, extra):
                 results.append(self.execute(step))
             seconds = round(time.perf_counter() - t0)
             logger.info("==== [table3] %s done in %d s", stage, seconds)
@@ -127,17 +127,12 @@ class Runner:
             step.after(True)
         return StepResult(step.stage, step.name, True, decision.reason, round(seconds, 1))
 
-    def argv(self, step: plan.Step, args: list[str] | None = None) -> list[str]:
-        return launch.command(self.s, step.module, step.args if args is None else args, kind=step.kind,
-                              env=step.env, gpus=step.gpus, local=step.local)
-
     def _run_process(self, step: plan.Step, args: list[str]) -> None:
-        argv = self.argv(step, args)
+        argv, local_env = launch.step_command(self.s, step, args)
         log = log_path(self.s, step)
         log.parent.mkdir(parents=True, exist_ok=True)
         cwd = plan.runs(self.s, step.stage)  # hydra's outputs/ folders land beside the row's logs
         cwd.mkdir(parents=True, exist_ok=True)
-        local_env = {} if self.s.RAY_ADDRESS and not step.local else step.env
         logger.info("[%s] %s: %s (log: %s)", step.stage, step.name, launch.shell_line(argv, local_env), log)
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"==== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {launch.shell_line(argv, local_env)}\n")
