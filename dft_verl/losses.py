@@ -17,10 +17,16 @@ with the weight ``w_t`` always detached (a weight, never a path for gradient):
     iw_sft   w_t = sg(clip(exp(sum_{s in i} (lp_s - lp_ref_s) / T_i), w_min, w_max))
                                                          (importance-weighted SFT; see ``iw_sft_weight``)
     asft     the dft weight plus the KL anchor, lambda = kl_anchor_coef (default 0.1; ASFT, arXiv 2509.23753)
+    eaft     w_t = sg(H_k(t) / ln k)^alpha                (entropy-adaptive fine-tuning, arXiv 2601.02151;
+                                                          H_k the entropy (nats) of the next-token distribution
+                                                          restricted to its k most likely tokens and renormalised,
+                                                          k = eaft_topk = 20, alpha = eaft_alpha = 1; see
+                                                          ``topk_entropy``)
 
 For dft (q=1) the per-token gradient is ``-p_t * grad lp_t / N = -grad p_t / N``: SFT's 1/p_t factor is
 cancelled. The KL anchor is the full-vocabulary ``sum_v p_ref(v) (log p_ref(v) - log p_theta(v))`` against
-the frozen starting model (``kl_anchor_per_token``); it needs the logits, not just ``lp_t``.
+the frozen starting model (``kl_anchor_per_token``); it needs the logits, not just ``lp_t``, and so does
+eaft's entropy.
 
 Normalisation of ``sum_{i,t} m_t l_t`` (``loss.normalization``):
 
@@ -45,16 +51,17 @@ in padded modes ``response_mask`` is already aligned with ``log_probs``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-LOSS_TYPES = ("sft", "dft", "dft_seq", "dft_geo", "iw_sft", "asft")
+LOSS_TYPES = ("sft", "dft", "dft_seq", "dft_geo", "iw_sft", "asft", "eaft")
 NORMALIZATIONS = ("token", "sequence", "micro_batch")
 ASFT_KL_COEF = 0.1  # ASFT's default anchor weight (the authors' train.sh KL_WEIGHT)
 _CONFIG_KEYS = (
     "type", "normalization", "dft_power", "dft_min_weight", "kl_anchor_coef", "kl_anchor_model",
-    "iw_clip", "iw_length_normalize",
+    "iw_clip", "iw_length_normalize", "eaft_topk", "eaft_alpha",
 )
 
 
@@ -70,6 +77,8 @@ class LossConfig:
     kl_anchor_model: the frozen reference of the KL anchor; None = the starting model (model.path).
     iw_clip: (w_min, w_max) clip range of the iw-SFT importance weight.
     iw_length_normalize: divide the iw-SFT log-ratio by the sequence's token count T_i.
+    eaft_topk: k >= 2, the number of most likely next tokens whose renormalised entropy weights eaft.
+    eaft_alpha: alpha >= 0 of the eaft weight (H_k / ln k)^alpha (0 = SFT).
     """
 
     type: str = "dft"
@@ -80,6 +89,8 @@ class LossConfig:
     kl_anchor_model: str | None = None
     iw_clip: tuple[float, float] = (0.5, 2.0)
     iw_length_normalize: bool = True
+    eaft_topk: int = 20
+    eaft_alpha: float = 1.0
 
     def __post_init__(self):
         if self.type not in LOSS_TYPES:
@@ -100,6 +111,13 @@ class LossConfig:
                 f"loss.dft_power / loss.dft_min_weight shape the dft weight; they do not apply to "
                 f"loss.type={self.type!r} (use loss.type=dft or asft)"
             )
+        if self.type != "eaft" and (self.eaft_topk != 20 or self.eaft_alpha != 1.0):
+            raise ValueError(f"loss.eaft_topk / loss.eaft_alpha shape the eaft weight; they do not apply to "
+                             f"loss.type={self.type!r} (use loss.type=eaft)")
+        if not (isinstance(self.eaft_topk, int) and self.eaft_topk >= 2):
+            raise ValueError(f"loss.eaft_topk must be an integer >= 2, got {self.eaft_topk!r}")
+        if not self.eaft_alpha >= 0:
+            raise ValueError(f"loss.eaft_alpha must be >= 0 (0 = SFT), got {self.eaft_alpha}")
         coef = self.kl_anchor_coef
         if coef is None:
             coef = ASFT_KL_COEF if self.type == "asft" else 0.0
@@ -118,6 +136,11 @@ class LossConfig:
     def uses_kl_anchor(self) -> bool:
         return self.kl_anchor_coef > 0
 
+    @property
+    def needs_logits(self) -> bool:
+        """The loss reads the full logits (KL anchor, eaft's entropy), not only the target log-probs."""
+        return self.uses_kl_anchor or self.type == "eaft"
+
     @classmethod
     def from_config(cls, cfg) -> "LossConfig":
         """Build from an omegaconf/dict ``loss`` block (missing keys take the defaults)."""
@@ -127,9 +150,11 @@ class LossConfig:
             raise ValueError(f"unknown key(s) in loss config: {sorted(unknown)}; supported: {sorted(_CONFIG_KEYS)}")
         if "iw_clip" in cfg:
             cfg["iw_clip"] = tuple(float(x) for x in cfg["iw_clip"])
-        for key in ("dft_power", "dft_min_weight"):
+        for key in ("dft_power", "dft_min_weight", "eaft_alpha"):
             if key in cfg:
                 cfg[key] = float(cfg[key])
+        if "eaft_topk" in cfg and float(cfg["eaft_topk"]) == int(cfg["eaft_topk"]):
+            cfg["eaft_topk"] = int(cfg["eaft_topk"])
         return cls(**cfg)
 
 
@@ -155,6 +180,8 @@ def token_weights(
     iw_length_normalize: bool = True,
     dft_power: float = 1.0,
     dft_min_weight: float = 0.0,
+    entropy: torch.Tensor | None = None,
+    eaft_alpha: float = 1.0,
 ) -> torch.Tensor:
     """Detached weight ``w_t`` (N,) of each token for ``loss_type`` (see module docstring).
 
@@ -162,6 +189,7 @@ def token_weights(
     ref_log_prob: flat (N,) reference-policy log-probs, required by iw_sft only.
     dft_power, dft_min_weight: q and c of the dft weight max(p^q, c); p^q is computed as exp(q * lp),
     so q=1 is bit-identical to exp(lp) and q=0 gives exactly 1.
+    entropy: flat (N,) normalised top-k entropy H_k / ln k in [0, 1] (``topk_entropy``), required by eaft only.
     dtype: the weight is computed (and returned) in float32 for bf16/fp16/fp32 log-probs and in float64 for
     float64 ones, i.e. in ``promote_types(log_prob.dtype, float32)``.
     """
@@ -171,6 +199,11 @@ def token_weights(
     if loss_type == "dft":
         w = (lp * dft_power).exp() if dft_power != 1.0 else lp.exp()
         return w.clamp_min(dft_min_weight) if dft_min_weight > 0 else w
+    if loss_type == "eaft":
+        if entropy is None:
+            raise ValueError("loss.type=eaft needs the top-k entropy of each position (computed from the logits)")
+        h = entropy.detach().to(lp.dtype)
+        return h.pow(eaft_alpha) if eaft_alpha != 1.0 else h
     seq_count = segment_sum(mask, seg, num_seqs).clamp_min(1.0)
     if loss_type == "dft_seq":
         return segment_sum(lp * mask, seg, num_seqs).exp()[seg]
@@ -223,6 +256,20 @@ def kl_anchor_per_token(student_logits: torch.Tensor, ref_logits: torch.Tensor) 
     log_q = torch.log_softmax(student_logits.float(), dim=-1)
     log_p = torch.log_softmax(ref_logits.detach().float(), dim=-1)
     return torch.nn.functional.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1)
+
+
+def topk_entropy(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """eaft's normalised entropy per row of ``logits`` (T, V), shape (T,), in [0, 1], fp32, no gradient:
+
+        H_k / ln k,   H_k = - sum_{v in top-k} q_v ln q_v,   q = softmax of the k largest logits
+
+    (the next-token distribution restricted to its k most likely tokens and renormalised; 1 = those k
+    equally likely, 0 = one certain token). With k >= V it is the full entropy over ln V."""
+    k = min(int(k), logits.shape[-1])
+    with torch.no_grad():
+        top = torch.topk(logits.detach().float(), k, dim=-1).values
+        log_q = torch.log_softmax(top, dim=-1)
+        return -(log_q.exp() * log_q).sum(-1) / math.log(k)
 
 
 # ---------------------------------------------------------------------------
@@ -364,13 +411,15 @@ def make_loss_fn(cfg: LossConfig, reference=None):
     giving the frozen model's logits for the micro-batch's packed tokens (``dft_verl.trainer.kl_anchor``).
     verl's FSDP engine then calls the same function first as its logits processor,
     ``loss_fn(student_logits=(1, T, V), data=micro_batch)`` (the seam its top-K distillation uses,
-    switched on by the ``distillation_use_topk`` meta flag), which returns ``{"kl_anchor": (1, T)}``;
-    the engine hands that back as ``model_output["kl_anchor"]``, aligned like ``log_probs``.
+    switched on by the ``distillation_use_topk`` meta flag) whenever ``cfg.needs_logits``, which returns
+    ``{"kl_anchor": (1, T)}`` and/or eaft's ``{"eaft_entropy": (1, T)}``; the engine hands each back as
+    ``model_output[key]``, aligned like ``log_probs``.
 
     Metrics, each a global token mean over the batch (verl ``Metric`` with SUM aggregation, scaled
     like the loss so DP/micro-batch aggregation yields the global mean):
       ``dft/ce`` mean -lp_t (nats), ``dft/token_prob`` mean p_t, ``dft/weight`` mean w_t,
-      ``dft/kl_anchor`` mean KL (nats, with a KL anchor), ``dft/weighted_loss`` the optimised loss value.
+      ``dft/kl_anchor`` mean KL (nats, with a KL anchor), ``dft/topk_entropy`` mean H_k / ln k (eaft),
+      ``dft/weighted_loss`` the optimised loss value.
     """
     from verl.utils import tensordict_utils as tu
     from verl.utils.dataset.dataset_utils import DatasetPadMode
@@ -379,28 +428,42 @@ def make_loss_fn(cfg: LossConfig, reference=None):
     if cfg.uses_kl_anchor and reference is None:
         raise ValueError("a loss with a KL anchor (loss.type=asft or loss.kl_anchor_coef > 0) needs a reference model")
 
-    def kl_logits_processor(student_logits, data):
+    def logits_processor(student_logits, data):
+        """The per-token quantities that need the logits, each (1, T) like the engine's packed tokens."""
         logits = student_logits.squeeze(0)
-        mask = rolled_loss_mask(data).to(logits.device)
-        if mask.numel() != logits.shape[0]:
-            raise ValueError(
-                f"the KL anchor expects one logits row per packed token ({mask.numel()}), got {logits.shape[0]}: "
-                "Ulysses sequence parallelism and static padding are not supported with it"
-            )
-        rows = mask.nonzero().squeeze(-1)  # only trained positions: the KL of prompt tokens is never used
-        ref_logits = reference(data)
-        kl = logits.new_zeros(logits.shape[0], dtype=torch.float32)
-        kl = kl.index_put((rows,), kl_anchor_per_token(logits[rows], ref_logits[rows]))
-        return {"kl_anchor": kl.unsqueeze(0)}
+        out = {}
+        if cfg.type == "eaft":  # every row: under sequence parallelism the engine gathers the shards
+            out["eaft_entropy"] = topk_entropy(logits, cfg.eaft_topk).unsqueeze(0)
+        if cfg.uses_kl_anchor:
+            mask = rolled_loss_mask(data).to(logits.device)
+            if mask.numel() != logits.shape[0]:
+                raise ValueError(
+                    f"the KL anchor expects one logits row per packed token ({mask.numel()}), got {logits.shape[0]}: "
+                    "Ulysses sequence parallelism and static padding are not supported with it"
+                )
+            rows = mask.nonzero().squeeze(-1)  # only trained positions: the KL of prompt tokens is never used
+            ref_logits = reference(data)
+            kl = logits.new_zeros(logits.shape[0], dtype=torch.float32)
+            kl = kl.index_put((rows,), kl_anchor_per_token(logits[rows], ref_logits[rows]))
+            out["kl_anchor"] = kl.unsqueeze(0)
+        return out
 
     def loss_fn(model_output=None, data=None, dp_group=None, config=None, student_logits=None):
         if student_logits is not None:
-            return kl_logits_processor(student_logits, data)
+            return logits_processor(student_logits, data)
         pad_mode = tu.get_non_tensor_data(data=data, key="pad_mode", default=DatasetPadMode.NO_PADDING)
         flat = flatten_batch(model_output["log_probs"], data, no_padding=pad_mode == DatasetPadMode.NO_PADDING)
+        entropy = None
+        if cfg.type == "eaft":
+            if "eaft_entropy" not in model_output:
+                raise RuntimeError(
+                    "loss.type=eaft needs the engine to pass the logits to the loss (meta flag distillation_use_topk="
+                    "True, set by dft_verl.trainer's logits client)"
+                )
+            entropy = flat_values(model_output["eaft_entropy"])
         weights = token_weights(
             cfg.weighting, flat.log_prob, flat.mask, flat.seg, flat.num_seqs, flat.ref_log_prob,
-            cfg.iw_clip, cfg.iw_length_normalize, cfg.dft_power, cfg.dft_min_weight,
+            cfg.iw_clip, cfg.iw_length_normalize, cfg.dft_power, cfg.dft_min_weight, entropy, cfg.eaft_alpha,
         )
         per_token = -weights.to(flat.log_prob.dtype) * flat.log_prob
         kl = None
@@ -426,6 +489,8 @@ def make_loss_fn(cfg: LossConfig, reference=None):
             }
             if kl is not None:
                 metrics["dft/kl_anchor"] = (kl.detach().float() * m).sum() * scale
+            if entropy is not None:
+                metrics["dft/topk_entropy"] = (entropy.float() * m).sum() * scale
             metrics = {k: Metric(AggregationType.SUM, v.item()) for k, v in metrics.items()}
             metrics["dft/weighted_loss"] = Metric(AggregationType.SUM, loss.detach().item())
         return loss, metrics

@@ -9,7 +9,7 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.dataset.dataset_utils import DatasetPadMode
 from verl.workers.utils.losses import sft_loss
 
-from dft_verl.losses import LOSS_TYPES, LossConfig, make_loss_fn, segment_sum, token_weights
+from dft_verl.losses import LOSS_TYPES, LossConfig, make_loss_fn, segment_sum, token_weights, topk_entropy
 
 # Two sequences in no-padding layout. loss_mask marks the assistant tokens of input_ids; verl's
 # log_probs at position t belong to token t+1, hence the left roll inside the loss.
@@ -444,6 +444,10 @@ def test_kl_anchor_needs_reference_and_logits():
         ({"type": "dft", "dft_min_weight": 1.5}, r"dft_min_weight must be in \[0, 1\]"),
         ({"type": "asft", "kl_anchor_coef": 0}, "asft needs loss.kl_anchor_coef > 0"),
         ({"type": "dft", "kl_anchor_coef": -0.1}, "kl_anchor_coef must be >= 0"),
+        ({"type": "eaft", "eaft_topk": 1}, "eaft_topk must be an integer >= 2"),
+        ({"type": "eaft", "eaft_topk": 2.5}, "eaft_topk must be an integer >= 2"),
+        ({"type": "eaft", "eaft_alpha": -1}, "eaft_alpha must be >= 0"),
+        ({"type": "dft", "eaft_alpha": 2}, "do not apply to loss.type='dft'"),
     ],
 )
 def test_bad_weighting_options_are_rejected(cfg, match):
@@ -472,9 +476,11 @@ def trainer_config(**overrides):
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"model__use_fused_kernels": True, "loss__type": "asft"}, "needs the full logits"),
+        ({"model__use_fused_kernels": True, "loss__type": "asft"}, "need the full logits"),
         ({"engine__ulysses_sequence_parallel_size": 2, "loss__kl_anchor_coef": 0.1}, "ulysses"),
         ({"loss__normalization": "micro_batch"}, "use_dynamic_bsz=False"),
+        ({"model__use_fused_kernels": True, "loss__type": "eaft"}, "need the full logits"),
+        ({"data__pad_mode": "right_padding", "loss__type": "eaft"}, "pad_mode=no_padding only"),
     ],
 )
 def test_trainer_start_up_rejects_impossible_combinations(overrides, match):
@@ -482,3 +488,79 @@ def test_trainer_start_up_rejects_impossible_combinations(overrides, match):
 
     with pytest.raises(ValueError, match=match):
         check_loss_setup(trainer_config(**overrides))
+
+
+# ---------------------------------------------------------------------------------------------------- eaft
+
+
+def test_topk_entropy_golden():
+    """k=2 of logits (ln 3, 0, -5, -6): q = (3/4, 1/4), H = -(3/4 ln 3/4 + 1/4 ln 1/4) = 0.562335 nats, / ln 2 =
+    0.811278; k=4 of four equal logits: H = ln 4, normalised 1; one certain token: 0."""
+    logits = torch.tensor([[math.log(3.0), 0.0, -5.0, -6.0], [1.0, 1.0, 1.0, 1.0], [50.0, 0.0, 0.0, 0.0]])
+    assert topk_entropy(logits, 2)[0].item() == pytest.approx(0.811278, abs=1e-6)
+    h4 = topk_entropy(logits, 4)
+    assert h4[1].item() == pytest.approx(1.0, abs=1e-6)
+    assert h4[2].item() == pytest.approx(0.0, abs=1e-6)
+    assert topk_entropy(logits, 20)[1].item() == pytest.approx(1.0, abs=1e-6)  # k > V: the full entropy over ln V
+    assert not topk_entropy(logits.requires_grad_(), 2).requires_grad
+
+
+def test_eaft_weight_is_the_authors_entropy_over_ln_k():
+    """Against an independent transcription of the EAFT authors' weight (their LLaMA-Factory fork, as carried by
+    Axolotl's eaft loss): softmax of the top-k logits, entropy -sum p log(p + 1e-10), raised to alpha, with no
+    normalisation. Ours divides the entropy by ln k first, so theirs = ours * (ln k)^alpha (a constant factor)."""
+    torch.manual_seed(0)
+    logits = torch.randn(7, 50) * 3
+    for k, alpha in [(20, 1.0), (5, 0.5), (20, 2.0)]:
+        top = torch.topk(logits, k, dim=-1).values
+        p = torch.softmax(top, dim=-1)
+        theirs = (-(p * torch.log(p + 1e-10)).sum(-1)) ** alpha
+        n = logits.shape[0]
+        ours = token_weights("eaft", torch.zeros(n), torch.ones(n), torch.arange(n), n,
+                             entropy=topk_entropy(logits, k), eaft_alpha=alpha)
+        torch.testing.assert_close(ours * math.log(k) ** alpha, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_eaft_loss_through_the_logits_processor_call(alpha):
+    """The engine's two calls: the logits give every packed row's entropy; the loss is the token mean over trained
+    rows of -(H_r / ln k)^alpha * lp_r, the weight detached: its gradient equals autograd's through a loss built with
+    the weights as constants."""
+    torch.manual_seed(1)
+    n_tok, vocab, k = sum(SEQ_LEN), 30, 20
+    student = torch.randn(n_tok, vocab, requires_grad=True)
+    labels = torch.randint(0, vocab, (n_tok,))
+    fn = make_loss_fn(LossConfig(type="eaft", eaft_alpha=alpha))
+    out = fn(student_logits=student.unsqueeze(0), data=make_batch())
+    assert set(out) == {"eaft_entropy"} and out["eaft_entropy"].shape == (1, n_tok)
+    offsets = torch.tensor([0, SEQ_LEN[0], n_tok])
+    lp_flat = torch.log_softmax(student, -1).gather(-1, labels[:, None])[:, 0]
+    model_output = {"log_probs": torch.nested.nested_tensor_from_jagged(lp_flat, offsets),
+                    "eaft_entropy": torch.nested.nested_tensor_from_jagged(out["eaft_entropy"][0], offsets)}
+    loss, metrics = fn(model_output=model_output, data=make_batch())
+    (grad,) = torch.autograd.grad(loss, student)
+
+    rows = [[0, SEQ_LEN[0]][i] + t for i, t in TRAINED]
+    s = student.detach().clone().requires_grad_()
+    top = torch.topk(s.detach(), k, -1).values
+    q = torch.softmax(top, -1)
+    h = -(q * q.log()).sum(-1) / math.log(k)
+    lp = torch.log_softmax(s, -1).gather(-1, labels[:, None])[:, 0]
+    expected = sum(-(h[r] ** alpha) * lp[r] for r in rows) / len(rows)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    expected.backward()
+    torch.testing.assert_close(grad, s.grad, rtol=1e-5, atol=1e-7)
+    assert metrics["dft/topk_entropy"].aggregate() == pytest.approx(h[rows].mean().item(), rel=1e-6)
+    assert metrics["dft/weight"].aggregate() == pytest.approx((h[rows] ** alpha).mean().item(), rel=1e-6)
+
+
+def test_eaft_with_alpha_zero_is_sft():
+    lp_flat, lp = log_prob_leaf()
+    n = lp_flat.numel()
+    entropy = torch.nested.nested_tensor_from_jagged(torch.rand(n), torch.tensor([0, SEQ_LEN[0], n]))
+    eaft, _ = make_loss_fn(LossConfig(type="eaft", eaft_alpha=0.0))(
+        model_output={"log_probs": lp, "eaft_entropy": entropy}, data=make_batch())
+    sft, _ = make_loss_fn(LossConfig(type="sft"))(model_output={"log_probs": lp}, data=make_batch())
+    assert eaft.item() == pytest.approx(sft.item(), rel=1e-7)
+    with pytest.raises(RuntimeError, match="distillation_use_topk"):
+        make_loss_fn(LossConfig(type="eaft"))(model_output={"log_probs": lp}, data=make_batch())

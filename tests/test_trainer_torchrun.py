@@ -141,7 +141,7 @@ def test_ray_variant_trains_and_checkpoints(tiny_model_dir, sft_parquet, tmp_pat
 
 @pytest.fixture(scope="module")
 def fixed_micro_batch_runs(tiny_model_dir, sft_parquet, tmp_path_factory):
-    """Two steps each of dft, dft with verl's fused linear-cross-entropy and asft, from the same initial
+    """Two steps each of dft, dft with verl's fused linear-cross-entropy, asft and eaft, from the same initial
     model and data order, with the official DFT normalisation (loss.normalization=micro_batch) over fixed
     micro-batches: 16 sequences, 2 ranks, 4 per micro-batch -> 2 micro-batches per rank; and dft with the
     token normalisation over the same micro-batches."""
@@ -150,6 +150,7 @@ def fixed_micro_batch_runs(tiny_model_dir, sft_parquet, tmp_path_factory):
         "dft": ("dft", fixed),
         "dft_fused": ("dft", fixed + ["model.use_fused_kernels=True"]),
         "asft": ("asft", fixed),
+        "eaft": ("eaft", fixed),
         "dft_token": ("dft", ["loss.normalization=token", "data.use_dynamic_bsz=False"]),
     }
     root = tmp_path_factory.mktemp("loss_family")
@@ -193,6 +194,20 @@ def test_asft_anchor_starts_at_zero_and_grows(fixed_micro_batch_runs):
     # loss = (positive) dft part + 0.1 * KL
     loss = metric_series(asft, "train/loss")
     assert loss[2] > 0.1 * kl[2]
+
+
+def test_eaft_entropy_reaches_the_loss_on_the_real_trainer(fixed_micro_batch_runs):
+    """eaft's top-k entropy comes from the engine's logits (the same seam as the KL anchor): logged at both steps,
+    in (0, 1), and with alpha = 1 the mean weight is the mean normalised entropy; the weighted loss sits below the
+    unweighted cross-entropy (every weight <= 1) and, from the same start, the step-1 cross-entropy is dft's."""
+    eaft, dft = fixed_micro_batch_runs["eaft"], fixed_micro_batch_runs["dft"]
+    entropy, weight = metric_series(eaft, "dft/topk_entropy"), metric_series(eaft, "dft/weight")
+    assert sorted(entropy) == [1, 2], eaft[-3000:]
+    assert all(0.0 < h < 1.0 for h in entropy.values()), entropy
+    assert all(weight[s] == pytest.approx(entropy[s], rel=1e-5) for s in entropy)
+    ce, loss = metric_series(eaft, "dft/ce"), metric_series(eaft, "dft/weighted_loss")
+    assert 0.0 < loss[1] < ce[1]
+    assert ce[1] == pytest.approx(metric_series(dft, "dft/ce")[1], rel=1e-5)
 
 
 def test_fused_kernels_refuse_untied_embeddings(tiny_model_dir, sft_parquet, tmp_path):

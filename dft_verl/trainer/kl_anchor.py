@@ -4,7 +4,7 @@ How the reference distribution reaches the loss inside verl's engine:
 - verl's FSDP engine hands the loss only ``log_probs`` of the target tokens, except when the
   ``distillation_use_topk`` meta flag is set: then it first calls the loss function as its
   logits processor with the full ``student_logits`` (the seam verl's top-K distillation uses).
-  ``KLAnchorClient`` sets that flag on every batch; ``dft_verl.losses.make_loss_fn`` answers the
+  ``LogitsClient`` sets that flag on every batch; ``dft_verl.losses.make_loss_fn`` answers the
   logits-processor call with the per-token KL.
 - ``FrozenReference`` is the starting model (``loss.kl_anchor_model``, default ``model.path``),
   loaded lazily on the first micro-batch in the process that runs the loss (the torchrun rank or
@@ -68,11 +68,11 @@ class FrozenReference:
         return logits[valid]
 
 
-class KLAnchorClient(ReducingClient):
+class LogitsClient(ReducingClient):
     """The training client with verl's ``distillation_use_topk`` flag set on every batch, so the FSDP
-    engine passes the full logits to the loss (see the module docstring). verl 0.9.1 seam: the flag
-    is read in ``FSDPEngineWithLMHead.prepare_model_outputs``; tests/test_trainer_torchrun.py fails if
-    the KL stops arriving."""
+    engine passes the full logits to the loss (see the module docstring): the KL anchor and eaft's entropy.
+    verl 0.9.1 seam: the flag is read in ``FSDPEngineWithLMHead.prepare_model_outputs``;
+    tests/test_trainer_torchrun.py fails if the KL or the entropy stops arriving."""
 
     def _call(self, name, data):
         tu.assign_non_tensor(data, distillation_use_topk=True)

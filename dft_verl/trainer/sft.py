@@ -22,7 +22,7 @@ from verl.trainer.sft_trainer import SFTTrainer
 
 from dft_verl.data import check_sft_files
 from dft_verl.losses import LossConfig, make_loss_fn
-from dft_verl.trainer.kl_anchor import FrozenReference, KLAnchorClient
+from dft_verl.trainer.kl_anchor import FrozenReference, LogitsClient
 from dft_verl.trainer.metrics import ReducingClient
 
 
@@ -55,19 +55,20 @@ def check_loss_setup(config) -> LossConfig:
     """Parse the ``loss:`` block and reject combinations that cannot run, before any process group starts.
 
     - fused kernels (``model.use_fused_kernels=True``) give the loss log-probs only: every weighting
-      works, the KL anchor (which needs logits) does not; and under FSDP2 verl 0.9.1 shards an untied
+      works except eaft, the KL anchor (which needs logits) does not; and under FSDP2 verl 0.9.1 shards an untied
       ``lm_head`` on its own, which its fused forward then multiplies as a DTensor with a plain
       tensor (``mixed torch.Tensor and DTensor``): refused for untied embeddings.
     - the KL anchor runs the reference on whole sequences: no Ulysses sequence parallelism.
     - ``normalization=micro_batch`` needs a known micro-batch count: no dynamic batch size.
+    - the logits reach the loss (KL anchor, eaft) in verl 0.9.1's no-padding layout only.
     """
     loss = LossConfig.from_config(config.get("loss"))
     model, engine = config.model, config.get("engine", {})
     if model.get("use_fused_kernels", False):
-        if loss.uses_kl_anchor:
+        if loss.needs_logits:
             raise ValueError(
-                "the KL anchor (loss.type=asft / loss.kl_anchor_coef > 0) needs the full logits, which "
-                "model.use_fused_kernels=True never materialises: set model.use_fused_kernels=False"
+                "the KL anchor (loss.type=asft / loss.kl_anchor_coef > 0) and loss.type=eaft need the full logits, "
+                "which model.use_fused_kernels=True never materialises: set model.use_fused_kernels=False"
             )
         from transformers import AutoConfig
 
@@ -81,6 +82,9 @@ def check_loss_setup(config) -> LossConfig:
             )
     if loss.uses_kl_anchor and int(engine.get("ulysses_sequence_parallel_size", 1) or 1) > 1:
         raise ValueError("the KL anchor does not support engine.ulysses_sequence_parallel_size > 1")
+    if loss.needs_logits and config.data.get("pad_mode", "no_padding") != "no_padding":
+        raise ValueError(f"loss.type={loss.type} reads the logits, which verl 0.9.1 passes to the loss with "
+                         f"data.pad_mode=no_padding only; got {config.data.get('pad_mode')!r}")
     if loss.normalization == "micro_batch" and config.data.get("use_dynamic_bsz", False):
         raise ValueError("loss.normalization=micro_batch needs data.use_dynamic_bsz=False (fixed micro-batches)")
     return loss
@@ -99,8 +103,8 @@ def kl_anchor_reference(config, loss: LossConfig) -> FrozenReference | None:
 
 
 def training_client(client, loss: LossConfig):
-    """verl's client wrapped for scalar metrics, and for logits reaching the loss under a KL anchor."""
-    return KLAnchorClient(client) if loss.uses_kl_anchor else ReducingClient(client)
+    """verl's client wrapped for scalar metrics, and for logits reaching the loss (KL anchor, eaft)."""
+    return LogitsClient(client) if loss.needs_logits else ReducingClient(client)
 
 
 class SeededShuffleMixin:
