@@ -8,6 +8,8 @@ verl's jagged no-padding layout, backward, AdamW step. Log-probs come either fro
 ``fused`` rows, from verl's fused linear-cross-entropy forward (``model.use_fused_kernels=True``,
 torch backend: the logits are computed in 512-token chunks and never held whole). The asft row adds
 the KL anchor: a frozen reference copy, its logits, and the full-vocabulary KL per response token.
+The eaft row adds the top-k (k=20) entropy of every position, computed from the logits (the engine's
+logits-processor call) before the loss.
 
 Every row runs in its own fresh process (verl's fused forward is patched onto the model class, and a
 process's peak cannot be reset across phases otherwise): warm-up, then ``reps`` timed steps (median).
@@ -39,6 +41,7 @@ ROWS = {
     "dft_min_weight=0.1": ({"type": "dft", "dft_min_weight": 0.1}, False),
     "dft micro_batch": ({"type": "dft", "normalization": "micro_batch"}, False),
     "asft (kl 0.1)": ({"type": "asft"}, False),
+    "eaft (k 20)": ({"type": "eaft"}, False),
     "sft fused": ({"type": "sft"}, True),
     "dft fused": ({"type": "dft"}, True),
     "dft_power=0.5 fused": ({"type": "dft", "dft_power": 0.5}, True),
@@ -138,9 +141,10 @@ def step(model, opt, ids, data, loss_fn, fused):
     else:
         logits = model(input_ids=ids).logits
         lp = logprobs_from_logits(logits, labels)
-        if loss_fn.loss_config.uses_kl_anchor:  # the engine's logits-processor call
-            kl = loss_fn(student_logits=logits.reshape(1, ids.numel(), -1), data=data)["kl_anchor"]
-            model_output["kl_anchor"] = torch.nested.as_nested_tensor(list(kl.reshape(ids.shape)), layout=torch.jagged)
+        if loss_fn.loss_config.needs_logits:  # the engine's logits-processor call
+            per_token = loss_fn(student_logits=logits.reshape(1, ids.numel(), -1), data=data)
+            for key, value in per_token.items():
+                model_output[key] = torch.nested.as_nested_tensor(list(value.reshape(ids.shape)), layout=torch.jagged)
     model_output["log_probs"] = torch.nested.as_nested_tensor(list(lp), layout=torch.jagged)
     loss, _ = loss_fn(model_output=model_output, data=data)
     loss.backward()
