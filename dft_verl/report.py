@@ -28,9 +28,14 @@ Ranks: every row with results is scored on the benchmarks all of them have (the 
 when all five are there) and ranked beside the paper's averages; the paper's two claims (DFT on offline-RL data
 leads; DFT beats SFT on SFT data) are checked on ours, saying plainly where the orderings differ.
 
-Writes RUNS_DIR/report/table3.md (table, then the paired comparisons and the ranks), table3.csv (CSV: numbers only, empty where
-missing), paired.csv, and, when the inputs exist, fig1_accuracy_vs_step.png and fig2_token_probs.png. All files
-are written atomically.
+Compute: what each row cost (``dft_verl.cost``, from the records its steps left under RUNS_DIR): wall seconds,
+device-seconds (CPU core-seconds on CPU, GPU-seconds on GPUs), tokens generated / trained / scored and FLOPs
+~= 6·N·trained + 2·N·(generated + scored), N = parameters. The offline-RL rows include the sampling they train on
+(run once, shown on its own line); evaluation is apart. The paired comparisons add the FLOPs ratio A / B.
+
+Writes RUNS_DIR/report/table3.md (table, compute, the paired comparisons and the ranks), table3.csv (CSV: numbers
+only, empty where missing; the cost columns after the scores), paired.csv, and, when the inputs exist,
+fig1_accuracy_vs_step.png, fig2_token_probs.png and accuracy_vs_compute.png. All files are written atomically.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from dft_verl import cost as costs
 from dft_verl.benchmarks import BENCHMARKS, DISPLAY_NAMES
 from dft_verl.atomic import atomic_write
 from dft_verl.stats import DEFAULT_REPS, average_over_benchmarks, mean_ci95, paired_bootstrap
@@ -160,9 +166,12 @@ def _settings_note(table: list[tuple[Row, dict | None]]) -> str:
     return note
 
 
-def paired_comparisons(table: list[tuple[Row, dict | None]], reps: int = DEFAULT_REPS) -> list[dict]:
-    """COMPARISONS whose two rows both have results: A - B with a paired bootstrap CI (dft_verl.stats)."""
+def paired_comparisons(table: list[tuple[Row, dict | None]], reps: int = DEFAULT_REPS,
+                       row_costs: list[costs.RowCost] | None = None) -> list[dict]:
+    """COMPARISONS whose two rows both have results: A - B with a paired bootstrap CI (dft_verl.stats), and the
+    ratio of their FLOPs (``row_costs``; None where either has none)."""
     by_key = {row.key: (row, results) for row, results in table}
+    flops = {c.row: c.total_flops for c in row_costs or []}
     out = []
     for a, b in COMPARISONS:
         (row_a, res_a), (row_b, res_b) = by_key[a], by_key[b]
@@ -179,18 +188,22 @@ def paired_comparisons(table: list[tuple[Row, dict | None]], reps: int = DEFAULT
         out.append({"a": a, "b": b, "label_a": f"{row_a.method} ({row_a.setting})",
                     "label_b": f"{row_b.method} ({row_b.setting})", "diff": d.diff, "ci_lo": d.ci95[0],
                     "ci_hi": d.ci95[1], "n_questions": d.n_questions, "benchmarks": ",".join(d.benchmarks),
-                    "verdict": d.verdict(row_a.method, row_b.method), "paper_diff": paper})
+                    "verdict": d.verdict(row_a.method, row_b.method), "paper_diff": paper,
+                    "flops_ratio": flops[a] / flops[b] if flops.get(a) and flops.get(b) else None})
     return out
 
 
 def paired_markdown(comparisons: list[dict]) -> str:
     if not comparisons:
         return ""
-    lines = ["", "Paired comparisons (same questions; A − B in points, paired bootstrap 95% CI):", "",
-             "| A | B | A − B [95% CI] | questions | verdict | paper A − B |", "|---|---|---:|---:|---|---:|"]
+    lines = ["", "Paired comparisons (same questions; A − B in points, paired bootstrap 95% CI; FLOPs A / B from the "
+             "compute table):", "",
+             "| A | B | A − B [95% CI] | questions | verdict | paper A − B | FLOPs A / B |",
+             "|---|---|---:|---:|---|---:|---:|"]
     for c in comparisons:
+        ratio = DASH if c.get("flops_ratio") is None else f"{c['flops_ratio']:.3g}"
         lines.append(f"| {c['label_a']} | {c['label_b']} | {c['diff']:+.2f} [{c['ci_lo']:+.2f}, {c['ci_hi']:+.2f}] | "
-                     f"{c['n_questions']} | {c['verdict']} | {_delta(c['paper_diff'])} |")
+                     f"{c['n_questions']} | {c['verdict']} | {_delta(c['paper_diff'])} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
@@ -269,11 +282,12 @@ def to_markdown(table: list[tuple[Row, dict | None]]) -> str:
 
 CSV_COLUMNS = ["row", "setting", "method"] + [
     f"{b}{suffix}" for b in (*BENCHMARKS, "average") for suffix in ("", "_ci_lo", "_ci_hi", "_paper", "_delta")
-]
+] + list(costs.RECORD_KEYS)
 
 
-def to_csv_rows(table: list[tuple[Row, dict | None]]) -> list[dict]:
+def to_csv_rows(table: list[tuple[Row, dict | None]], row_costs: list[costs.RowCost] | None = None) -> list[dict]:
     """One dict per row with CSV_COLUMNS keys; None where a value is missing."""
+    by_row = {c.row: c.as_record() for c in row_costs or []}
     rows = []
     for row, results in table:
         cells = row_cells(row, results)
@@ -285,8 +299,79 @@ def to_csv_rows(table: list[tuple[Row, dict | None]]) -> list[dict]:
             rec[f"{name}_ci_hi"] = c.ci95[1] if c.ci95 else None
             rec[f"{name}_paper"] = c.paper
             rec[f"{name}_delta"] = c.delta
+        rec.update(by_row.get(row.key) or dict.fromkeys(costs.RECORD_KEYS))
         rows.append(rec)
     return rows
+
+
+def _int(x: int | None) -> str:
+    return DASH if x is None else f"{x:,}"
+
+
+def _sci(x: float | None) -> str:
+    return DASH if x is None else "0" if x == 0 else f"{x:.3g}"
+
+
+def device_unit(row_costs: list[costs.RowCost]) -> str:
+    kinds = {c.as_record()["device"] for c in row_costs if c.recorded} - {None}
+    return {"cpu": "CPU core-s", "gpu": "GPU-s"}.get(kinds.pop(), "device-s") if len(kinds) == 1 else "device-s"
+
+
+def compute_markdown(table: list[tuple[Row, dict | None]], row_costs: list[costs.RowCost],
+                     data: costs.Cost | None) -> str:
+    """The compute table: each row's training (plus its share of the sampling, †), then its evaluation."""
+    if not any(c.recorded for c in row_costs):
+        return "\nCompute: no cost records under this RUNS_DIR (rows run before dft_verl.cost, or elsewhere).\n"
+    unit = device_unit(row_costs)
+    lines = ["", "Compute per row (`dft_verl.cost`): FLOPs ≈ 6·N·trained + 2·N·(generated + scored) tokens, N = "
+             "parameters; evaluation apart:", "",
+             f"| Method | wall s | {unit} | generated tokens | trained tokens | scored tokens | FLOPs | "
+             "eval wall s | eval generated tokens |", "|---|" + "---:|" * 8]
+    by_row = {c.row: c for c in row_costs}
+    for row, _ in table:
+        c = by_row[row.key]
+        if not c.recorded:
+            lines.append(f"| {row.label} | no cost records | " + " | ".join([DASH] * 7) + " |")
+            continue
+        r = c.as_record()
+        mark = " †" if r["includes_sampling"] else ""
+        device = DASH if r["device_s"] is None else f"{r['device_s']:,.0f}"
+        lines.append(f"| {row.label}{mark} | {r['wall_s']:,.0f} | {device} | {_int(r['generated_tokens'])} | "
+                     f"{_int(r['trained_tokens'])} | {_int(r['scored_tokens'])} | {_sci(r['flops'])} | "
+                     f"{r['eval_wall_s']:,.0f} | {_int(r['eval_generated_tokens'])} |")
+    notes = [""]
+    if data is not None and any(c.data is not None for c in row_costs):
+        params = next((c.params for c in row_costs if c.data is not None and c.params), 0)
+        device = DASH if data.device_s is None else f"{data.device_s:,.0f} {unit}"
+        notes.append(f"† includes the data stage (sample, verify, filter), run once and shared by the offline-RL rows: "
+                     f"{data.wall_s:,.0f} s wall, {device}, {data.generated_tokens:,} generated tokens, "
+                     f"{_sci(data.flops(params))} FLOPs.")
+    measured = {"CPU core-s": "the CPU time of each step's processes", "GPU-s": "wall × GPUs held"}.get(
+        unit, "CPU core-seconds (the CPU time of each step's processes) on CPU, wall × GPUs held on GPUs")
+    notes.append(f"{unit}: {measured}; — where not measured (a Ray job on CPU). Trained: every token of every training sequence per "
+                 "epoch, per model updated (PPO's critic too); scored: forward-only passes (reference log-probs, "
+                 "old-policy, reference and value passes); generated: sampled tokens (prompt prefill not counted).")
+    return "\n".join(lines + notes) + "\n"
+
+
+def compute_points(table: list[tuple[Row, dict | None]], row_costs: list[costs.RowCost]):
+    """(points, score label, base score) for the accuracy-vs-compute figure: each trained row's headline score
+    (with its CI) against its FLOPs."""
+    benches, _ = headline_scores(table)
+    if not benches:
+        return [], "", None
+    flops = {c.row: c.total_flops for c in row_costs}
+    points, base = [], None
+    for row, results in table:
+        if results is None:
+            continue
+        score, ci = average_over_benchmarks([results["benchmarks"][b]["per_question_acc"] for b in benches])
+        if row.key == "base":
+            base = score
+        elif flops.get(row.key):
+            points.append((row.label, flops[row.key], score, ci))
+    label = "Avg" if len(benches) == len(BENCHMARKS) else "+".join(DISPLAY_NAMES[b] for b in benches)
+    return points, label, base
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -300,7 +385,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 PAIRED_COLUMNS = ["a", "b", "label_a", "label_b", "diff", "ci_lo", "ci_hi", "n_questions", "benchmarks", "verdict",
-                  "paper_diff"]
+                  "paper_diff", "flops_ratio"]
 
 
 def csv_text(records: list[dict], columns: list[str] = CSV_COLUMNS) -> str:
@@ -376,12 +461,14 @@ def report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, pl
     runs_dir = Path(runs_dir)
     out = Path(out) if out is not None else runs_dir / "report"
     table = collect(runs_dir)
+    row_costs = costs.table_costs(runs_dir, [row for row, _ in table])
     written = {}
-    comparisons = paired_comparisons(table)
-    md = to_markdown(table) + paired_markdown(comparisons) + ranks_markdown(table, comparisons)
+    comparisons = paired_comparisons(table, row_costs=row_costs)
+    md = (to_markdown(table) + compute_markdown(table, row_costs, costs.data_cost(runs_dir))
+          + paired_markdown(comparisons) + ranks_markdown(table, comparisons))
     write_text(out / "table3.md", md)
     written["table3.md"] = out / "table3.md"
-    write_text(out / "table3.csv", csv_text(to_csv_rows(table)))
+    write_text(out / "table3.csv", csv_text(to_csv_rows(table, row_costs)))
     written["table3.csv"] = out / "table3.csv"
     if comparisons:
         write_text(out / "paired.csv", csv_text(comparisons, PAIRED_COLUMNS))
@@ -398,6 +485,11 @@ def report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, pl
         if before is not None or after:
             path = out / "fig2_token_probs.png"
             plotting.plot_token_prob_histograms(after, path, before=before)
+            written[path.name] = path
+        points, label, base = compute_points(table, row_costs)
+        if points:
+            path = out / "accuracy_vs_compute.png"
+            plotting.plot_accuracy_vs_compute(points, path, label, base=base)
             written[path.name] = path
     return written
 

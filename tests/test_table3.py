@@ -246,14 +246,20 @@ def test_cpu_ray_jobs_get_the_cpu_platform_and_no_gpus(tmp_path):
     assert "--entrypoint-num-gpus=8" in commands(settings(tmp_path, RAY_ADDRESS="http://127.0.0.1:8265"), "dpo")[1]
 
 
-def test_every_trained_row_logs_to_its_board(tmp_path):
+def test_every_trained_row_logs_to_its_board_and_its_cost_records(tmp_path):
+    """The board's backend, and verl's file logger (the metrics the row's cost is read from) beside the file the
+    step's own counts go to: both cleared with the checkpoint when the inputs change."""
     s = settings(tmp_path)
     for row in ROW_KEYS[1:]:
         train = next(st for st in plan.steps(s, row) if st.name == "train")
-        assert "trainer.logger=[console,tensorboard]" in train.args, row
-        assert train.env == {"TENSORBOARD_DIR": str(tmp_path / "runs" / "tensorboard" / row)}, row
+        assert "trainer.logger=[console,tensorboard,file]" in train.args, row
+        runs = tmp_path / "runs" / row
+        assert train.env == {"TENSORBOARD_DIR": str(tmp_path / "runs" / "tensorboard" / row),
+                             "DFT_VERL_COST_FILE": str(runs / "cost" / "train.json"),
+                             "VERL_FILE_LOGGER_PATH": str(runs / "metrics" / "train.jsonl")}, row
+        assert {str(runs / "cost" / "train.json"), str(runs / "metrics" / "train.jsonl")} <= set(train.clears), row
     wandb = next(st for st in plan.steps(settings(tmp_path, LOGGER="wandb"), "dpo") if st.name == "train")
-    assert "trainer.logger=[console,wandb]" in wandb.args
+    assert "trainer.logger=[console,wandb,file]" in wandb.args
 
 
 def test_unknown_rows_are_refused_with_the_valid_ones():

@@ -5,6 +5,9 @@
 - Fig. 2 (paper): histogram of the probability a model gives each target token of the SFT training set, after
   training (one panel per method) with the base model ("before") overlaid; y is the fraction of target tokens
   in each probability bin, on a log axis.
+- Accuracy against compute: each trained row's headline score (with its 95% CI) against the FLOPs it took
+  (dft_verl.cost: training plus, for the offline-RL rows, the sampling they train on), log-scale x; the base model
+  as a horizontal line.
 """
 
 from __future__ import annotations
@@ -109,4 +112,27 @@ def plot_token_prob_histograms(after: Mapping[str, np.ndarray], path: str | os.P
         ax.set_visible(False)
     fig.suptitle("Target-token probabilities on the training set")
     fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_accuracy_vs_compute(points: Sequence[tuple[str, float, float, Sequence[float] | None]],
+                             path: str | os.PathLike, score_label: str, base: float | None = None) -> None:
+    """``points`` = [(label, flops, score, [ci_lo, ci_hi] or None)], flops > 0; ``base``: the base model's score."""
+    points = [p for p in points if p[1] and p[1] > 0]
+    if not points:
+        raise ValueError("no row with a positive compute to plot")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, (label, flops, score, ci) in enumerate(points):
+        err = None if ci is None else [[score - ci[0]], [ci[1] - score]]
+        ax.errorbar([flops], [score], yerr=err, fmt="o", capsize=3, color=f"C{i % 10}", label=label)
+        ax.annotate(label, (flops, score), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if base is not None:
+        ax.axhline(base, color="grey", linestyle="--", linewidth=1, label="base model")
+    ax.set_xscale("log")
+    ax.set_xlabel("compute, FLOPs (6N·trained + 2N·(generated + scored) tokens; log scale)")
+    ax.set_ylabel(f"{score_label} (%)")
+    ax.set_title("Accuracy against compute per Table-3 row (95% CI)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     _save(fig, path)

@@ -24,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dft_verl.dpo.data import REF_LOGP_KEYS, REF_TOKENS_KEYS, RESPONSE_KEYS, DPOPairDataset
+from dft_verl import cost
 from dft_verl.atomic import write_parquet_atomic
 from dft_verl.trainer.ref_logprobs import batched_token_log_probs
 
@@ -53,6 +54,7 @@ def compute_ref_logprobs(model_path: str, data, out: str, max_length: int = 2048
     for key, values in columns.items():
         frame[key] = values
     write_parquet_atomic(frame, out)  # creates the output folder; never leaves a half-written file
+    cost.record_scoring("ref_logprobs", model, [len(s["input_ids"]) for _, s in sequences])
     return out
 
 

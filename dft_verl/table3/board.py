@@ -21,8 +21,8 @@ logger = logging.getLogger("dft_verl.table3")
 
 
 def backends(s: Settings) -> list[str]:
-    """verl's ``trainer.logger`` list."""
-    return ["console"] if s.LOGGER == "console" else ["console", s.LOGGER]
+    """verl's ``trainer.logger`` list; ``file`` always: the metrics the row's cost is read from (dft_verl.cost)."""
+    return ["console", "file"] if s.LOGGER == "console" else ["console", s.LOGGER, "file"]
 
 
 def logger_override(s: Settings) -> str:

@@ -97,11 +97,16 @@ def changed_inputs(old: dict, new: dict) -> list[str]:
     return changes
 
 
+def file_stem(step: str) -> str:
+    """The name a step's files go by (its manifest, cost record, trainer metrics): eval/step_3 -> eval_step_3."""
+    return step.replace("/", "_")
+
+
 class Manifest:
     """The records of one step: ``Manifest(RUNS_DIR/<row>/steps, "train")``."""
 
     def __init__(self, folder: str | os.PathLike, step: str):
-        name = step.replace("/", "_")
+        name = file_stem(step)
         self.step = step
         self.done_path = Path(folder) / f"{name}.json"
         self.started_path = Path(folder) / f"{name}.started.json"

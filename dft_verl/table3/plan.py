@@ -72,6 +72,22 @@ def latest_step(ckpt: Path) -> str:
     return tracker.read_text().strip() if tracker.is_file() else "LATEST"
 
 
+def cost_records(s: Settings, stage: str, name: str, trainer: bool = False) -> tuple[dict[str, str], list[str]]:
+    """(env, files) of a step's cost records (dft_verl.cost): the file its process writes its counts to and, for a
+    trainer, the file verl's file logger writes its metrics to (the runner keeps earlier attempts' metrics). The files
+    are cleared with the step's other outputs when its inputs change."""
+    from dft_verl import cost
+
+    counts = cost.cost_file(runs(s, stage), name)
+    env = {cost.ENV: str(counts)}
+    files = [str(counts)]
+    if trainer:
+        metrics = cost.metrics_file(runs(s, stage), name)
+        env["VERL_FILE_LOGGER_PATH"] = str(metrics)
+        files += [str(p) for p in cost.metrics_files(runs(s, stage), name)] or [str(metrics)]
+    return env, files
+
+
 def eval_args(s: Settings) -> list[str]:
     """EVAL_ARGS split as a shell would."""
     return shlex.split(s.EVAL_ARGS)
@@ -238,8 +254,9 @@ def data_steps(s: Settings, extra: list[str]) -> Iterator[Step]:
                   ["prepare", "sample", "verify", "filter"])
     outputs = {"prepare": ["rl", "sft"], "filter": ["rft", "dpo"]}
     reads = [source] if Path(source).exists() else []
+    env, records = cost_records(s, "data", "pipeline")
     yield Step("data", "pipeline", "dft_verl.pipeline", args, reads=reads + [s.MODEL_PATH] * ("sample" in stages),
-               outputs=[str(data_file(s, k)) for st in stages for k in outputs.get(st, [])],
+               outputs=[str(data_file(s, k)) for st in stages for k in outputs.get(st, [])], env=env, clears=records,
                # changed inputs: the pipeline reruns the stages they change by its own fingerprints (the same rule)
                overwrite_args=["overwrite=true"])
 
@@ -261,15 +278,17 @@ def ref_logprobs_step(s: Settings, row: Row) -> Step:
         model, source = s.IW_SFT_REF_MODEL or s.MODEL_PATH, data_file(s, row.data)
         args = ["--model", model, "--data", str(source), "--out", str(out), "--max-length", s.SFT_MAX_LENGTH]
         module = "dft_verl.trainer.ref_logprobs"
+    env, records = cost_records(s, row.key, "ref_logprobs")
     return Step(row.key, "ref_logprobs", module, args, gpus=1, reads=[str(source), model], outputs=[str(out)],
-                clears=[str(out)])
+                clears=[str(out), *records], env=env)
 
 
 def train_step(s: Settings, row: Row, extra: list[str]) -> Step:
     ckpt = ckpt_dir(s, row.key)
     data = ref_data(s, row) if row.ref_logprobs else data_file(s, row.data)
+    env, records = cost_records(s, row.key, "train", trainer=True)
     common = dict(reads=[str(data), s.MODEL_PATH], outputs=[str(ckpt / "latest_checkpointed_iteration.txt")],
-                  clears=[str(ckpt)], env=board.logger_env(s, row.key), all_nodes=True)
+                  clears=[str(ckpt), *records], env={**board.logger_env(s, row.key), **env}, all_nodes=True)
     if row.trainer == "sft":
         if s.RAY_ADDRESS:  # verl's Ray SFT trainer: one job, ranks placed by Ray on every node
             return Step(row.key, "train", "dft_verl.trainer.sft_ray", [*sft_overrides(s, row, data), *extra], **common)
@@ -342,9 +361,11 @@ def evaluation_steps(s: Settings, row: Row, model: str, step: int | None, out: P
                 atomic_write(copy, lambda tmp: Path(tmp).write_bytes(results.read_bytes()))
 
     # a rerun keeps eval's subfolders (step_<N>) and, when only the held-out files grew, the saved samples
+    name = "eval" if final else f"eval/step_{step}"
+    env, records = cost_records(s, row.key, name)
     clears = [str(results), str(out / "samples")] if final else [str(out)]
-    yield Step(row.key, "eval" if final else f"eval/step_{step}", "dft_verl.eval", args, gpus=s.int("EVAL_NUM_GPUS"),
-               reads=reads, outputs=[str(results)], clears=clears, after=after)
+    yield Step(row.key, name, "dft_verl.eval", args, gpus=s.int("EVAL_NUM_GPUS"), reads=reads, outputs=[str(results)],
+               clears=clears + records, env=env, after=after)
     if token_probs and s.TOKEN_PROBS == "1":
         tp = runs(s, row.key, "token_probs")
         args = ["--model", model, "--data", str(data_file(s, "rft")), "--out", str(tp), "--max-length",
@@ -360,6 +381,10 @@ def report_step(s: Settings) -> Step:
     root = runs(s)
     reads = sorted(str(p) for row in ROW_KEYS for p in (root / row).glob("eval/**/results.json"))
     reads += sorted(str(p) for row in ROW_KEYS for p in (root / row).glob("token_probs/*.npy"))
+    # what each row cost (dft_verl.cost): the steps' records, their counts and their trainers' metrics
+    reads += sorted(str(p) for stage in ("data", *ROW_KEYS) for pattern in ("steps/*.json", "cost/*.json",
+                                                                              "metrics/*.jsonl")
+                    for p in (root / stage).glob(pattern) if not p.name.endswith(".started.json"))
     return Step("report", "report", "dft_verl.report", [str(root)], reads=reads,
                 outputs=[str(root / "report" / "table3.md")], local=True)
 

@@ -4,12 +4,15 @@ output appended to its log, its wall time recorded; a failed step stops the run 
     results = Runner(settings).run(["data", "sft", "report"])       # what dft-verl demo and the CLI call
 
 Logs: RUNS_DIR/<row>/<step>.log (train.log, eval.log, eval/step_<N>.log, token_probs.log, ...), RUNS_DIR/report.log.
-Manifests: RUNS_DIR/<row>/steps/. Wall seconds per stage and run: RUNS_DIR/timings.tsv (stage, seconds, UTC time).
+Manifests: RUNS_DIR/<row>/steps/, each with the step's wall seconds, the CPU seconds of its local process tree, the
+GPUs it held and how it was launched (what dft_verl.cost reads, beside the counts the step records itself).
+Wall seconds per stage and run: RUNS_DIR/timings.tsv (stage, seconds, UTC time).
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import shutil
 import subprocess
 import sys
@@ -18,12 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from dft_verl import cost
 from dft_verl.table3 import launch, plan
 from dft_verl.table3.manifest import Manifest, step_inputs
 from dft_verl.table3.settings import Settings
 
 logger = logging.getLogger("dft_verl.table3")
 NODE_WAIT_S = 30  # how often a node other than 0 looks for the files node 0 writes
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of the finished child processes this process waited for, and of theirs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class StepFailed(RuntimeError):
@@ -118,14 +128,30 @@ class Runner:
             args += step.overwrite_args
         if s.node0:
             manifest.start(inputs)
-        t0 = time.perf_counter()
+        if "VERL_FILE_LOGGER_PATH" in step.env:  # resuming: verl would overwrite the steps logged so far
+            cost.keep_metrics(step.env["VERL_FILE_LOGGER_PATH"])
+        t0, cpu0 = time.perf_counter(), children_cpu_seconds()
         self._run_process(step, args)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, children_cpu_seconds() - cpu0
         if s.node0:
-            manifest.finish(inputs, seconds)
+            manifest.finish(inputs, seconds, **self._usage(step, cpu_seconds))
         if step.after:
             step.after(True)
         return StepResult(step.stage, step.name, True, decision.reason, round(seconds, 1))
+
+    def _usage(self, step: plan.Step, cpu_seconds: float) -> dict:
+        """What a step held and used, for dft_verl.cost: CPU seconds of its process tree on this machine, GPUs held
+        (a training step: every GPU of every node), the device, and where it ran (local, ray, nodes)."""
+        s = self.s
+        if s.RAY_ADDRESS and not step.local:
+            where = "ray"
+        elif step.all_nodes and s.int("NNODES") > 1:
+            where = "nodes"  # the other nodes' processes are not this machine's children
+        else:
+            where = "local"
+        gpus = s.int("NNODES") * s.int("N_GPUS_PER_NODE") if step.all_nodes else max(step.gpus, 1)
+        return {"cpu_seconds": round(cpu_seconds, 1), "gpus": 0 if s.cpu else gpus,
+                "device": "cpu" if s.cpu else "gpu", "launch": where}
 
     def _run_process(self, step: plan.Step, args: list[str]) -> None:
         argv, local_env = launch.step_command(self.s, step, args)

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from dft_verl.data import REF_LOGPROBS_KEY, check_sft_files
+from dft_verl import cost
 from dft_verl.atomic import write_parquet_atomic
 
 
@@ -78,11 +79,12 @@ def compute_ref_logprobs(model_path: str, data: str, out: str, max_length: int =
     dataset = MultiTurnSFTDataset(parquet_files=data, tokenizer=tokenizer, config=config)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
-    refs = [lp.tolist() for lp in batched_token_log_probs(model, [dataset[i]["input_ids"] for i in range(len(dataset))],
-                                                         progress="ref log-probs")]
+    sequences = [dataset[i]["input_ids"] for i in range(len(dataset))]
+    refs = [lp.tolist() for lp in batched_token_log_probs(model, sequences, progress="ref log-probs")]
     frame = pd.read_parquet(data)
     frame[REF_LOGPROBS_KEY] = refs
     write_parquet_atomic(frame, out)  # creates the output folder; never leaves a half-written file
+    cost.record_scoring("ref_logprobs", model, [len(ids) for ids in sequences])
     return out
 
 
