@@ -115,6 +115,76 @@ def test_every_row_trains_evaluates_and_reports(tiny_run):
         assert not (last / "samples").exists(), row
 
 
+def sequence_lengths(parquet: Path, tokenizer_path: Path, max_length: int) -> list[int]:
+    """Token counts of an SFT parquet's sequences as verl's SFT dataset builds them (prompt and response)."""
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
+
+    config = OmegaConf.create({"pad_mode": "no_padding", "max_length": max_length, "truncation": "right",
+                               "messages_key": "messages"})
+    dataset = MultiTurnSFTDataset(parquet_files=str(parquet), tokenizer=AutoTokenizer.from_pretrained(tokenizer_path),
+                                  config=config)
+    return [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+
+
+def test_every_row_records_what_it_cost(tiny_run):
+    """Each row's compute (dft_verl.cost) against counts made here from the same data: the sampling's generated
+    tokens by the tokenizer, the SFT row's trained tokens by verl's own SFT dataset (8 gold solutions, batch 4: both
+    trained once), each GRPO step's sequences (batch 4 x n 2), and FLOPs = 6 N trained + 2 N (generated + scored) with
+    N the loaded model's parameters; every step this machine ran has its CPU seconds; the report draws the figure."""
+    import pandas as pd
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dft_verl import cost
+    from dft_verl.table3.rows import get_row
+
+    runs, _ = tiny_run
+    model = runs / "data" / "tiny_model"
+    n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model).parameters())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    responses = pd.read_parquet(runs / "data" / "sample" / "samples.parquet")["response"].tolist()
+    generated = sum(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses)
+    sampling = json.loads((runs / "data" / "cost" / "pipeline.json").read_text())["sample"]
+    assert (sampling["generated_tokens"], sampling["sequences"], sampling["params"]) == (generated, 32, n_params)
+
+    sft = cost.row_cost(runs, get_row("sft"))
+    assert sft.train.trained_tokens == sum(sequence_lengths(runs / "data" / "prepare" / "sft.parquet", model, 256))
+    assert sft.params == n_params and sft.data is None
+    assert sft.total_flops == 6 * n_params * sft.train.trained_tokens
+    assert sft.eval.generated_tokens > 0 and sft.eval.steps >= 2  # eval and eval/step_<N>
+
+    dft = cost.row_cost(runs, get_row("dft_offline"))
+    lengths = sorted(sequence_lengths(runs / "data" / "filter" / "sft.parquet", model, 256))
+    trained_seqs = len(lengths) // 4 * 4  # batch 4, the last partial batch dropped
+    assert sum(lengths[:trained_seqs]) <= dft.train.trained_tokens <= sum(lengths[-trained_seqs:])
+    assert dft.total_flops == 6 * n_params * dft.train.trained_tokens + 2 * n_params * generated
+
+    for row, per_step, models in (("grpo", 4 * 2, 1), ("ppo", 4 * 1, 2)):  # PPO also trains its critic
+        steps = cost.metrics_by_step(cost.metrics_files(runs / row, "train"))
+        assert steps, row
+        for data in steps.values():
+            sequences = data["perf/total_num_tokens"] / (data["prompt_length/mean"] + data["response_length/mean"])
+            assert sequences == pytest.approx(per_step, abs=1e-6), row
+        rl = cost.row_cost(runs, get_row(row))
+        tokens = sum(data["perf/total_num_tokens"] for data in steps.values())
+        assert rl.train.trained_tokens == models * tokens, row
+        assert 0 < rl.train.generated_tokens <= per_step * 48 * len(steps), row
+        assert rl.train.scored_tokens >= 2 * tokens, row  # old-policy log-probs, and the reference or the values
+
+    for row in table3_rows():
+        for manifest in (runs / row / "steps").glob("*.json"):
+            if not manifest.name.endswith(".started.json"):
+                rec = json.loads(manifest.read_text())
+                assert rec["launch"] == "local" and rec["device"] == "cpu" and rec["cpu_seconds"] > 0, manifest
+    with open(runs / "report" / "table3.csv") as f:
+        table = {r["row"]: r for r in csv.DictReader(f)}
+    for row in SFT_TRAINED + RL_TRAINED:
+        assert int(table[row]["flops"]) > 0 and float(table[row]["device_s"]) > 0, row
+    assert table["dft_offline"]["includes_sampling"] == "True" and table["sft"]["includes_sampling"] == "False"
+    assert (runs / "report" / "accuracy_vs_compute.png").stat().st_size > 0
+
+
 def test_every_row_is_on_one_tracking_board(tiny_run):
     """RUNS_DIR/tensorboard/<row>: each trained row's training scalars (verl's trainer.logger) and, for every row,
     its evaluation score at the step of the checkpoint evaluated, equal to its results.json."""

@@ -2,7 +2,10 @@
 
 report/summary.md     what was run (model, preset, questions, the base model's sampling accuracy), one line per
                       row (Average@k [95% CI] on the held-out questions, Δ base, answered share, the paper's average,
-                      wall seconds summed over every run, from RUNS_DIR/timings.tsv), then dft_verl.report's paired comparisons and ranks (report/table3.md)
+                      wall seconds summed over every run, from RUNS_DIR/timings.tsv; the row's CPU core-seconds and
+                      FLOPs from dft_verl.cost, the offline-RL rows with the sampling they train on, †), then
+                      dft_verl.report's paired comparisons (with their FLOPs ratio) and ranks (report/table3.md); the
+                      accuracy-vs-compute figure is report/accuracy_vs_compute.png
 report/summary.json   the same as data, plus the stage timings and what a rerun reused
 """
 
@@ -14,9 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from dft_verl import cost
 from dft_verl.stats import mean_ci95
-from dft_verl.report import (collect, headline_scores, paired_comparisons, paired_markdown, ranks_markdown,
-                             write_text)
+from dft_verl.report import (collect, device_unit, headline_scores, paired_comparisons, paired_markdown,
+                             ranks_markdown, write_text)
 from dft_verl.table3.rows import COMPARISONS, ROWS
 
 NO_ANSWER = ("no_answer", "empty_response")
@@ -48,16 +52,18 @@ def seconds_per_row(out: Path) -> dict[str, int]:
     return total
 
 
-def build_rows(table: list, out: Path, row_seconds: dict[str, int]) -> list[dict]:
+def build_rows(table: list, out: Path, row_seconds: dict[str, int],
+               row_costs: list[cost.RowCost] | None = None) -> list[dict]:
     """One record per row of ``table`` (dft_verl.report.collect(out)) with results, in table order; Δ base in
-    points; seconds from ``row_seconds``."""
+    points; seconds from ``row_seconds``; the cost columns (dft_verl.cost.RECORD_KEYS) from ``row_costs``."""
+    by_row = {c.row: c.as_record() for c in row_costs or []}
     records = []
     for row, results in table:
         if results is None:
             continue
         rec = row_record(row.key, results, out / row.key / "eval" / "results.json")
         rec.update(method=row.method, setting=row.setting, label=row.label, paper_average=row.paper_average,
-                   seconds=row_seconds.get(row.key))
+                   seconds=row_seconds.get(row.key), **(by_row.get(row.key) or dict.fromkeys(cost.RECORD_KEYS)))
         records.append(rec)
     base = next((r["avg_at_k"] for r in records if r["row"] == "base"), None)
     for r in records:
@@ -130,19 +136,24 @@ def spread_markdown(rows: list[dict], pairs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_markdown(records: list[dict], header: str) -> str:
+def to_markdown(records: list[dict], header: str, unit: str = "device-s") -> str:
     if not records:
         return header + "\n\nNo row has results yet.\n"
     k = records[0]["k"]
-    lines = [header, "", f"| row | method (setting) | Avg@{k} [95% CI] | Δ base | answered | paper avg | wall s (all runs) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [header, "", f"| row | method (setting) | Avg@{k} [95% CI] | Δ base | answered | paper avg | wall s (all runs) "
+             f"| {unit} | FLOPs |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         ci = f" [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]" if r["ci95"] else ""
         delta = "—" if r["delta_vs_base"] is None else f"{r['delta_vs_base']:+.1f}"
         paper = "—" if r["paper_average"] is None else f"{r['paper_average']:.2f}"
         secs = "—" if r["seconds"] is None else str(r["seconds"])
+        device = "—" if r.get("device_s") is None else f"{r['device_s']:,.0f}"
+        flops = "—" if r.get("flops") is None else f"{r['flops']:.3g}" + (" †" if r.get("includes_sampling") else "")
         lines.append(f"| {r['row']} | {r['label']} | {r['avg_at_k']:.1f}{ci} | {delta} | "
-                     f"{r['answered']:.0f}% | {paper} | {secs} |")
+                     f"{r['answered']:.0f}% | {paper} | {secs} | {device} | {flops} |")
+    if any(r.get("includes_sampling") for r in records):
+        lines += ["", "FLOPs ≈ 6·N·trained + 2·N·(generated + scored) tokens (dft_verl.cost; evaluation apart); † with "
+                  "the offline sampling the row trains on, run once for all four offline-RL rows."]
     return "\n".join(lines) + "\n"
 
 
@@ -152,8 +163,9 @@ def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[s
     for the spread); print the markdown; return the summary dict."""
     out = Path(out)
     table = collect(out)
-    records = build_rows(table, out, seconds_per_row(out))
-    comparisons = paired_comparisons(table)
+    row_costs = cost.table_costs(out, [row for row, _ in table])
+    records = build_rows(table, out, seconds_per_row(out), row_costs)
+    comparisons = paired_comparisons(table, row_costs=row_costs)
     verify = _stats(out / "data" / "verify" / "verify_stats.json")
     filt = _stats(out / "data" / "filter" / "filter_stats.json")
     data_line = ""
@@ -169,7 +181,7 @@ def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[s
               f"report/table3.md), each row trained from the same base model by its recipe ({made_by_line})."
               f"{data_line}")
     spread_rows, spread_pairs = seed_spread(list(seed_dirs))
-    md = (to_markdown(records, header) + paired_markdown(comparisons) + ranks_markdown(table, comparisons)
+    md = (to_markdown(records, header, device_unit(row_costs)) + paired_markdown(comparisons) + ranks_markdown(table, comparisons)
           + sizing_line(comparisons) + spread_markdown(spread_rows, spread_pairs))
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
     rows = ", ".join(f"{k} {v} s" for k, v in row_seconds.items())
@@ -193,9 +205,10 @@ def list_outputs(out_dir: Path) -> str:
         ("data/", "the offline pipeline: prepare/ (rl, sft), sample/, verify/, filter/ (sft = offline-RL data, dpo)"),
         ("checkpoints/", "<row>/global_step_N/[actor/]huggingface for every trained row"),
         *[(f"{row.key}/", f"{row.method} ({row.setting}): train.log, eval/results.json, eval/samples/, token_probs/, "
-           "steps/")
+           "steps/, cost/ and metrics/ (what it cost: dft_verl.cost)")
           for row in ROWS],
-        ("report/", "table3.md/.csv, paired.csv, fig1/fig2 plots (dft_verl.report); summary.md, summary.json"),
+        ("report/", "table3.md/.csv, paired.csv, fig1/fig2 plots, accuracy_vs_compute.png (dft_verl.report); "
+                    "summary.md, summary.json"),
         ("demo.log", "the demo's and the Table-3 runner's lines: each step run or skipped, and why"),
         ("seeds/", "<s>/: the trained rows again with SEED=s (same layout as above; --seeds)"),
         ("tensorboard/", "<row>/: every row's training scalars and evaluation scores (tensorboard --logdir)"),
