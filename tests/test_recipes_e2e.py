@@ -176,7 +176,9 @@ def test_every_row_records_what_it_cost(tiny_run):
         for manifest in (runs / row / "steps").glob("*.json"):
             if not manifest.name.endswith(".started.json"):
                 rec = json.loads(manifest.read_text())
-                assert rec["launch"] == "local" and rec["device"] == "cpu" and rec["cpu_seconds"] > 0, manifest
+                assert rec["launch"] == "local" and rec["device"] == "cpu" and rec["cpu_seconds"] >= 0, manifest
+                if manifest.stem in ("train", "eval"):  # processes that compute (prune only moves files)
+                    assert rec["cpu_seconds"] > 0, manifest
     with open(runs / "report" / "table3.csv") as f:
         table = {r["row"]: r for r in csv.DictReader(f)}
     for row in SFT_TRAINED + RL_TRAINED:

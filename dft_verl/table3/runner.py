@@ -130,6 +130,9 @@ class Runner:
             manifest.start(inputs)
         if "VERL_FILE_LOGGER_PATH" in step.env:  # resuming: verl would overwrite the steps logged so far
             cost.keep_metrics(step.env["VERL_FILE_LOGGER_PATH"])
+        for var in ("VERL_FILE_LOGGER_PATH", cost.ENV):  # verl's file logger does not make its folder
+            if var in step.env:
+                Path(step.env[var]).parent.mkdir(parents=True, exist_ok=True)
         t0, cpu0 = time.perf_counter(), children_cpu_seconds()
         self._run_process(step, args)
         seconds, cpu_seconds = time.perf_counter() - t0, children_cpu_seconds() - cpu0
