@@ -68,3 +68,27 @@ def test_dry_run_checks_the_cpu_mode_as_the_workers_will_see_it(tiny_model_dir):
     assert "rollout=hf trainer=cpu_sync" in notes
     with pytest.raises(CheckError, match="Unknown trainer 'cpu_synk'"):
         check_command("verl.trainer.main_ppo", base + ["+platform=cpu", "trainer.v1.trainer_mode=cpu_synk"])
+
+
+def test_the_cpu_trainer_refuses_verls_vllm_rollout_at_start_up():
+    """rollout.name=vllm on the CPU platform stops in the trainer's constructor, before any worker or Ray actor
+    starts, with the reason and the backend to use (docs/cpu.md: where verl's vLLM rollout stops on CPU)."""
+    code = (
+        "import verl, json\n"
+        "from omegaconf import OmegaConf\n"
+        "from verl.trainer.ppo.v1 import get_trainer_cls\n"
+        "out = {}\n"
+        "for name in ('vllm', 'sglang'):\n"
+        "    try:\n"
+        "        get_trainer_cls('cpu_sync')(OmegaConf.create({'actor_rollout_ref': {'rollout': {'name': name}}}))\n"
+        "    except ValueError as e:\n"
+        "        out[name] = str(e)\n"
+        "print('PROBE' + json.dumps(out))\n")
+    env = {**os.environ, "VERL_PLATFORM": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE"))[len("PROBE"):])
+    assert "distribution name 'vllm'" in out["vllm"] and "no attribute 'weight_loader'" in out["vllm"]
+    assert "Use actor_rollout_ref.rollout.name=hf" in out["vllm"]
+    assert out["sglang"] == ("actor_rollout_ref.rollout.name=sglang is not a CPU rollout; on the CPU platform use "
+                             "one of: hf")
