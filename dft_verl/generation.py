@@ -492,6 +492,17 @@ def verl_generation_overrides(
     ]
 
 
+def _open_files_to_hard_limit() -> None:
+    """Raise the soft limit on open files to the hard one (allowed without privileges). verl's
+    main_generation_server sends every (prompt, sample) request at once, each on its own HTTP connection: a shard of
+    8192 prompts x 4 samples holds 32,768 sockets, past the common soft limit of 1024 ("Too many open files")."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard and hard != resource.RLIM_INFINITY:  # an unlimited hard limit is not a valid soft one
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _generate_verl_server(model_path, prompts, n, temperature, top_p, max_new_tokens,
                           extra_overrides: Sequence[str] = (), **override_kwargs) -> list[list[str]]:
     import pandas as pd
@@ -510,7 +521,7 @@ def _generate_verl_server(model_path, prompts, n, temperature, top_p, max_new_to
         overrides = verl_generation_overrides(str(model_path), src, dst, n, temperature, top_p, max_new_tokens,
                                               **override_kwargs)
         cmd = [sys.executable, "-m", "verl.trainer.main_generation_server", *overrides, *extra_overrides]
-        proc = subprocess.run(cmd, check=False)
+        proc = subprocess.run(cmd, check=False, preexec_fn=_open_files_to_hard_limit)
         if proc.returncode != 0:
             raise RuntimeError(f"verl main_generation_server failed (exit {proc.returncode}): {' '.join(cmd)}")
         responses = pd.read_parquet(dst)["responses"].tolist()

@@ -122,6 +122,25 @@ def test_vllm_engine_arguments_differ_on_cpu_only_by_eager_mode():
     assert vllm_engine_kwargs("/m", 2, 0.7, 4096, "bfloat16", machine="cpu") == {**gpu, "enforce_eager": True}
 
 
+def test_the_verl_server_subprocess_may_open_as_many_files_as_the_hard_limit_allows():
+    """verl's main_generation_server opens a connection per (prompt, sample) request, all at once."""
+    import resource
+    import subprocess
+
+    from dft_verl.generation import _open_files_to_hard_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"hard open-files limit {hard}")
+    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # noqa: E731
+    child = ["bash", "-c", "ulimit -Sn"]
+    assert subprocess.run(child, capture_output=True, text=True, preexec_fn=low).stdout.strip() == "256"
+    raised = subprocess.run(child, capture_output=True, text=True,
+                            preexec_fn=lambda: (low(), _open_files_to_hard_limit())).stdout.strip()
+    assert raised == str(hard)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)  # this process keeps its own
+
+
 def test_verl_generation_overrides_compose_with_verls_config(tmp_path):
     """Every override names a real key of verl's ppo_trainer config (or adds output_path, which
     main_generation_server reads), and the values land where the server reads them."""

@@ -79,7 +79,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("SAMPLE_N", "4", "samples per question (paper: 4)"),
     _s("SAMPLE_TEMPERATURE", "1.0", "sampling temperature (paper: 1.0)"),
     _s("SAMPLE_MAX_NEW_TOKENS", "2048", "new tokens per sample"),
-    _s("SAMPLE_BACKEND", "verl", "verl (Ray + vLLM replicas on NNODES x N_GPUS_PER_NODE), vllm (one process), hf (CPU)",
+    _s("SAMPLE_BACKEND", "verl", "verl (Ray + vLLM replicas on NNODES x N_GPUS_PER_NODE), vllm (one process; on CPU vLLM's CPU "
+       "build, scripts/install.sh --vllm), hf (CPU)",
        ("verl", "vllm", "hf")),
     _s("SAMPLE_BATCH_SIZE", "", "hf/vllm: sequences per generate call (empty: the pipeline's default)"),
     _s("SAMPLE_PROCESSES", "", "hf: processes the batches are spread over (the same samples as one)"),
