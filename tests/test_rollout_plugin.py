@@ -28,6 +28,13 @@ if "hf" in out["replicas"]:
     trainer = get_trainer_cls("cpu_sync")
     out["trainer_cls"] = trainer.__module__ + "." + trainer.__name__
     out["trainer_mro"] = [c.__name__ for c in trainer.__mro__]
+    from omegaconf import OmegaConf
+    out["refused"] = {}
+    for name in ("vllm", "sglang"):
+        try:
+            trainer(OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": name}}}))
+        except ValueError as e:
+            out["refused"][name] = str(e)
 print("PROBE" + json.dumps(out))
 """
 
@@ -41,8 +48,13 @@ def probe(env_update: dict) -> dict:
     return json.loads(line[len("PROBE"):])
 
 
-def test_cpu_processes_get_the_hf_backend_and_the_cpu_trainer_mode():
-    out = probe({"VERL_PLATFORM": "cpu"})
+@pytest.fixture(scope="module")
+def cpu_probe() -> dict:
+    return probe({"VERL_PLATFORM": "cpu"})
+
+
+def test_cpu_processes_get_the_hf_backend_and_the_cpu_trainer_mode(cpu_probe):
+    out = cpu_probe
     assert "hf" in out["replicas"] and "hf" in out["adapters"]
     assert out["replica_cls"] == "dft_verl.rollout.replica.HFReplica"
     assert out["adapter_cls"] == "dft_verl.rollout.replica.HFServerAdapter"
@@ -70,25 +82,11 @@ def test_dry_run_checks_the_cpu_mode_as_the_workers_will_see_it(tiny_model_dir):
         check_command("verl.trainer.main_ppo", base + ["+platform=cpu", "trainer.v1.trainer_mode=cpu_synk"])
 
 
-def test_the_cpu_trainer_refuses_verls_vllm_rollout_at_start_up():
+def test_the_cpu_trainer_refuses_verls_vllm_rollout_at_start_up(cpu_probe):
     """rollout.name=vllm on the CPU platform stops in the trainer's constructor, before any worker or Ray actor
     starts, with the reason and the backend to use (docs/cpu.md: where verl's vLLM rollout stops on CPU)."""
-    code = (
-        "import verl, json\n"
-        "from omegaconf import OmegaConf\n"
-        "from verl.trainer.ppo.v1 import get_trainer_cls\n"
-        "out = {}\n"
-        "for name in ('vllm', 'sglang'):\n"
-        "    try:\n"
-        "        get_trainer_cls('cpu_sync')(OmegaConf.create({'actor_rollout_ref': {'rollout': {'name': name}}}))\n"
-        "    except ValueError as e:\n"
-        "        out[name] = str(e)\n"
-        "print('PROBE' + json.dumps(out))\n")
-    env = {**os.environ, "VERL_PLATFORM": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE"))[len("PROBE"):])
-    assert "distribution name 'vllm'" in out["vllm"] and "no attribute 'weight_loader'" in out["vllm"]
-    assert "Use actor_rollout_ref.rollout.name=hf" in out["vllm"]
-    assert out["sglang"] == ("actor_rollout_ref.rollout.name=sglang is not a CPU rollout; on the CPU platform use "
-                             "one of: hf")
+    refused = cpu_probe["refused"]
+    assert "distribution name 'vllm'" in refused["vllm"] and "no attribute 'weight_loader'" in refused["vllm"]
+    assert "Use actor_rollout_ref.rollout.name=hf" in refused["vllm"]
+    assert refused["sglang"] == ("actor_rollout_ref.rollout.name=sglang is not a CPU rollout; on the CPU platform "
+                                 "use one of: hf")

@@ -63,6 +63,19 @@ def test_same_seed_same_samples_and_a_continued_run_equals_one_run(task):
             assert "<|im_start|>" not in s and "<|im_end|>" not in s and "Please reason" not in s
 
 
+def test_more_prompt_tokens_than_one_engine_step_takes(task):
+    """160 seeded requests of ~70 prompt tokens (11,000 > the 4,096 tokens vLLM schedules per step): with chunked
+    prefill vLLM's CPU build split a prompt over two steps and died rewinding its seeded generator ("CPU Generator
+    does not use offset"); whole prompts per step (dft_verl.generation.vllm_engine_kwargs) sample them all, each
+    prompt the same as when sampled alone."""
+    model, _, _ = task
+    prompts = [build_prompt(f"What is {i} + {i} ? " * 3) for i in range(40)]
+    kw = dict(n=4, temperature=1.0, max_new_tokens=4, seed=3, progress=False, **KW)
+    out = generate(model, prompts, **kw)
+    assert len(out) == 40 and all(len(r) == 4 for r in out)
+    assert generate(model, prompts[38:], start=38, **kw) == out[38:]
+
+
 def test_greedy_vllm_continues_the_prompt_as_hf_does(task):
     """Same weights, same chat template, greedy: vLLM's CPU kernels and transformers pick the same tokens
     (fp32; the taught model's margins are wide on its own questions)."""
