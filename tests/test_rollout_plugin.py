@@ -80,6 +80,8 @@ def test_dry_run_checks_the_cpu_mode_as_the_workers_will_see_it(tiny_model_dir):
     assert "rollout=hf trainer=cpu_sync" in notes
     with pytest.raises(CheckError, match="Unknown trainer 'cpu_synk'"):
         check_command("verl.trainer.main_ppo", base + ["+platform=cpu", "trainer.v1.trainer_mode=cpu_synk"])
+    with pytest.raises(CheckError, match="rollout.name=vllm does not run on the CPU platform"):
+        check_command("verl.trainer.main_ppo", base + ["+platform=cpu", "actor_rollout_ref.rollout.name=vllm"])
 
 
 def test_the_cpu_trainer_refuses_verls_vllm_rollout_at_start_up(cpu_probe):
