@@ -31,6 +31,35 @@ EVAL_FLAGS = ["--max-model-len", "256", "--dtype", "float32"]
 NEW_TOKENS = 48
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _engine_ends_with_the_module():
+    """The module's engine (an engine-core process and its worker, ~2 GB) is not left to the rest of the session."""
+    import gc
+    import time
+
+    import psutil
+
+    from dft_verl import generation
+
+    def engines() -> list[int]:
+        found = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "VLLM" in " ".join(p.cmdline() or [p.name()]):
+                    found.append(p.pid)
+            except psutil.NoSuchProcess:  # ended while listed
+                pass
+        return found
+
+    yield
+    generation._vllm_engine.cache_clear()
+    gc.collect()
+    deadline = time.monotonic() + 60
+    while engines() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert engines() == []
+
+
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     """(taught model, folder with math500/test.jsonl = its 4 training questions, those questions' rows)."""
