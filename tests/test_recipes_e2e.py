@@ -176,13 +176,16 @@ def test_every_row_records_what_it_cost(tiny_run):
         for manifest in (runs / row / "steps").glob("*.json"):
             if not manifest.name.endswith(".started.json"):
                 rec = json.loads(manifest.read_text())
-                assert rec["launch"] == "local" and rec["device"] == "cpu" and rec["cpu_seconds"] >= 0, manifest
-                if manifest.stem in ("train", "eval"):  # processes that compute (prune only moves files)
+                ray = row in RL_TRAINED and manifest.stem == "train"  # main_ppo's own Ray cluster
+                assert rec["launch"] == ("ray" if ray else "local") and rec["device"] == "cpu", manifest
+                assert rec["cpu_seconds"] >= 0, manifest
+                if manifest.stem in ("train", "eval") and not ray:  # processes that compute (prune moves files)
                     assert rec["cpu_seconds"] > 0, manifest
     with open(runs / "report" / "table3.csv") as f:
         table = {r["row"]: r for r in csv.DictReader(f)}
     for row in SFT_TRAINED + RL_TRAINED:
-        assert int(table[row]["flops"]) > 0 and float(table[row]["device_s"]) > 0, row
+        assert int(table[row]["flops"]) > 0, row
+        assert float(table[row]["device_s"]) > 0 if row in SFT_TRAINED else table[row]["device_s"] == "", row
     assert table["dft_offline"]["includes_sampling"] == "True" and table["sft"]["includes_sampling"] == "False"
     assert (runs / "report" / "accuracy_vs_compute.png").stat().st_size > 0
 

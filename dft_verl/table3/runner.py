@@ -146,8 +146,8 @@ class Runner:
         """What a step held and used, for dft_verl.cost: CPU seconds of its process tree on this machine, GPUs held
         (a training step: every GPU of every node), the device, and where it ran (local, ray, nodes)."""
         s = self.s
-        if s.RAY_ADDRESS and not step.local:
-            where = "ray"
+        if (s.RAY_ADDRESS and not step.local) or step.module == "verl.trainer.main_ppo":
+            where = "ray"  # main_ppo starts a Ray cluster of its own: its workers are not this process's children
         elif step.all_nodes and s.int("NNODES") > 1:
             where = "nodes"  # the other nodes' processes are not this machine's children
         else:
