@@ -34,19 +34,18 @@ Evaluation is kept apart (``eval_*``).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dft_verl.atomic import write_json_atomic
 from dft_verl.table3.manifest import file_stem
-
-logger = logging.getLogger("dft_verl.cost")
+from dft_verl.table3.rows import DATA_FILES
 
 ENV = "DFT_VERL_COST_FILE"
 EVAL_STEPS = ("eval", "token_probs")  # step names (and eval/step_<N>) counted as evaluation, not training
-SHARED_DATA = ("rft", "dpo")  # row.data keys made by the data stage's sampling
+# row.data keys made from the data stage's sampling (the filter stage's outputs)
+SHARED_DATA = tuple(key for key, path in DATA_FILES.items() if path.startswith("filter/"))
 
 
 # ------------------------------------------------------------------------------------------------ recording
@@ -89,10 +88,14 @@ def count_tokens(model_path: str | os.PathLike, texts: list[str], batch: int = 1
     return total
 
 
-def record_generation(section: str, model_path: str | os.PathLike, responses: list[str]) -> None:
-    """A generation's counts (sampling, evaluation): sequences, generated tokens, the model's parameters."""
+def record_generation(section: str, model_path: str | os.PathLike, samples: list[str | os.PathLike]) -> None:
+    """A generation's counts (sampling, evaluation) from its saved samples (parquet files with a ``response``
+    column): sequences, generated tokens, the model's parameters. Nothing is read outside the Table-3 runner."""
     if not os.environ.get(ENV):
         return
+    import pandas as pd
+
+    responses = [r for path in samples for r in pd.read_parquet(path, columns=["response"])["response"].tolist()]
     record(section, sequences=len(responses), generated_tokens=count_tokens(model_path, responses),
            params=count_params(model_path))
 
@@ -225,19 +228,12 @@ def step_cost(stage_dir: Path, step: str) -> Cost | None:
         device = None
     cost = Cost(wall_s=wall, device_s=device, steps=1, device=str(m.get("device", "")))
     counts_path = cost_file(stage_dir, step)
-    if counts_path.is_file():
-        for section in _read_json(counts_path).values():
-            cost.generated_tokens += int(section.get("generated_tokens", 0))
-            cost.scored_tokens += int(section.get("scored_tokens", 0))
-            cost.trained_tokens += int(section.get("trained_tokens", 0))
-            cost.params = cost.params or int(section.get("params", 0))
+    for section in _read_json(counts_path).values() if counts_path.is_file() else ():
+        cost = cost + Cost(generated_tokens=int(section.get("generated_tokens", 0)),
+                           trained_tokens=int(section.get("trained_tokens", 0)),
+                           scored_tokens=int(section.get("scored_tokens", 0)), params=int(section.get("params", 0)))
     metrics = metrics_files(stage_dir, step)
-    if metrics:
-        tokens = trainer_tokens(metrics_by_step(metrics))
-        cost.generated_tokens += tokens.generated_tokens
-        cost.trained_tokens += tokens.trained_tokens
-        cost.scored_tokens += tokens.scored_tokens
-    return cost
+    return cost + trainer_tokens(metrics_by_step(metrics)) if metrics else cost
 
 
 def finished_steps(stage_dir: Path) -> list[str]:
@@ -273,6 +269,11 @@ class RowCost:
         return self.train + self.data if self.data is not None else self.train
 
     @property
+    def device(self) -> str | None:
+        """"cpu", "gpu" or "mixed" over the row's steps; None without any."""
+        return self.total.device or self.eval.device or None
+
+    @property
     def total_flops(self) -> float | None:
         """FLOPs the row alone needs: its training plus, for the offline-RL rows, the sampling it trains on."""
         return self.total.flops(self.params)
@@ -285,7 +286,7 @@ class RowCost:
         total, flops = self.total, self.total_flops
         return {"params": self.params or None, "wall_s": round(total.wall_s, 1),
                 "device_s": None if total.device_s is None else round(total.device_s, 1),
-                "device": total.device or self.eval.device or None,
+                "device": self.device,
                 "generated_tokens": total.generated_tokens, "trained_tokens": total.trained_tokens,
                 "scored_tokens": total.scored_tokens, "flops": None if flops is None else int(flops),
                 "includes_sampling": self.data is not None, "eval_wall_s": round(self.eval.wall_s, 1),

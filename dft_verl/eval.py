@@ -389,17 +389,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def record_cost(model: str, out: Path, benchmarks: list[str]) -> None:
-    """The evaluation's generated tokens over its saved samples, for the row costs (dft_verl.cost; only under the
-    Table-3 runner, which names the record file)."""
-    from dft_verl import cost
-
-    if os.environ.get(cost.ENV):
-        responses = [r for b in benchmarks for r in pd.read_parquet(_samples_paths(out, b)[0], columns=["response"])[
-            "response"].tolist()]
-        cost.record_generation("eval", model, responses)
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -420,7 +409,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results = evaluate(settings, args.out, benchmarks=benchmarks, data_dir=args.data_dir,
                        hf_sources=dict(args.hf_source), backend=backend, batch_size=args.batch_size,
                        num_workers=args.num_workers, timeout_s=args.timeout_s, backend_kwargs=backend_kwargs)
-    record_cost(settings.model, Path(args.out), list(results["benchmarks"]))
+    from dft_verl import cost  # the row costs: the saved samples' generated tokens (only under the Table-3 runner)
+
+    samples = [_samples_paths(Path(args.out), b)[0] for b in results["benchmarks"]]
+    cost.record_generation("eval", settings.model, samples)
     for bench, s in results["benchmarks"].items():
         ci = s["ci95"]
         print(f"{bench:15s} Average@{s['k']} = {s['avg_at_k']:6.2f}%"

@@ -313,7 +313,7 @@ def _sci(x: float | None) -> str:
 
 
 def device_unit(row_costs: list[costs.RowCost]) -> str:
-    kinds = {c.as_record()["device"] for c in row_costs if c.recorded} - {None}
+    kinds = {c.device for c in row_costs if c.recorded} - {None}
     return {"cpu": "CPU core-s", "gpu": "GPU-s"}.get(kinds.pop(), "device-s") if len(kinds) == 1 else "device-s"
 
 
@@ -341,15 +341,15 @@ def compute_markdown(table: list[tuple[Row, dict | None]], row_costs: list[costs
                      f"{r['eval_wall_s']:,.0f} | {_int(r['eval_generated_tokens'])} |")
     notes = [""]
     if data is not None and any(c.data is not None for c in row_costs):
-        params = next((c.params for c in row_costs if c.data is not None and c.params), 0)
         device = DASH if data.device_s is None else f"{data.device_s:,.0f} {unit}"
         notes.append(f"† includes the data stage (sample, verify, filter), run once and shared by the offline-RL rows: "
                      f"{data.wall_s:,.0f} s wall, {device}, {data.generated_tokens:,} generated tokens, "
-                     f"{_sci(data.flops(params))} FLOPs.")
+                     f"{_sci(data.flops())} FLOPs.")
     measured = {"CPU core-s": "the CPU time of each step's processes", "GPU-s": "wall × GPUs held"}.get(
         unit, "CPU core-seconds (the CPU time of each step's processes) on CPU, wall × GPUs held on GPUs")
-    notes.append(f"{unit}: {measured}; — where not measured (a Ray job on CPU). Trained: every token of every training sequence per "
-                 "epoch, per model updated (PPO's critic too); scored: forward-only passes (reference log-probs, "
+    notes.append(f"{unit}: {measured}; — where not measured (on CPU, a Ray job or PPO/GRPO's own Ray workers). "
+                 "Trained: every token of every training sequence per epoch, per model updated (PPO's critic too); "
+                 "scored: forward-only passes (reference log-probs, "
                  "old-policy, reference and value passes); generated: sampled tokens (prompt prefill not counted).")
     return "\n".join(lines + notes) + "\n"
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from dft_verl import cost
 from dft_verl.generation import batch_seed, generate
 from dft_verl.pipeline import artifacts
 
@@ -86,7 +86,7 @@ def run(cfg) -> dict:
     state = artifacts.StageState("sample", out, fp, overwrite=bool(cfg.overwrite))
     if state.done():
         logger.info("sample: %s is up to date, skipping", out)
-        record_cost(sc.model_path, out)
+        cost.record_generation("sample", sc.model_path, [out / "samples.parquet"])
         return json.loads((out / "sample_stats.json").read_text())
     questions = load_questions(sc.input)
     shard_dir = out / "shards"
@@ -109,17 +109,8 @@ def run(cfg) -> dict:
              "with_boxed": int(samples["response"].str.contains("\\boxed", regex=False).sum())}
     artifacts.write_json_atomic(stats, out / "sample_stats.json")
     state.finish(["samples.parquet", "sample_stats.json"])
-    record_cost(sc.model_path, out)
+    cost.record_generation("sample", sc.model_path, [out / "samples.parquet"])  # the row costs (Table-3 runner)
     return stats
-
-
-def record_cost(model_path: str, out: Path) -> None:
-    """The sampling's generated tokens for the row costs (dft_verl.cost; only under the Table-3 runner)."""
-    from dft_verl import cost
-
-    if os.environ.get(cost.ENV):
-        responses = pd.read_parquet(out / "samples.parquet", columns=["response"])["response"].tolist()
-        cost.record_generation("sample", model_path, responses)
 
 
 def main(argv: list[str] | None = None) -> int:
