@@ -21,14 +21,15 @@ def readme_commands() -> list[str]:
     """(block number, shell line) of the README's indented code blocks, comments removed; the layout block (a
     folder tree, not commands) left out."""
     lines = (REPO / "README.md").read_text().splitlines()
-    commands, block, prev_blank, in_block = [], 0, True, False
+    commands, block, prev_blank, in_block, layout = [], 0, True, False, False
     for line in lines:
         if line.startswith("    ") and (prev_blank or in_block):
-            block += not in_block
+            if not in_block:
+                block += 1
+                layout = line.strip().startswith("RUNS_DIR")  # the "Where everything lands" tree
             in_block = True
             text = re.sub(r"\s+#.*$", "", line.strip())
-            if text and not text.startswith(("RUNS_DIR", "CKPT_DIR", "data/", "<row>", "tensorboard/", "report/",
-                                             "timings.tsv")):
+            if text and not layout:
                 commands.append((block, text))
         else:
             in_block = False
