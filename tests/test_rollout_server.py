@@ -127,6 +127,48 @@ def test_bad_requests_fail_clearly(model_and_prompts):
         SamplingParams(top_p=0)
 
 
+@pytest.mark.parametrize("temperature, top_k, top_p, keep", [(0.7, 3, 1.0, [0, 1, 2]), (1.0, -1, 0.75, [0, 1])])
+def test_row_seeded_draws_follow_the_warped_softmax(temperature, top_k, top_p, keep):
+    """RowSeededSampling's tokens, over many seeded rows, have the frequencies of softmax(logits / T) renormalised
+    over the tokens top-k / top-p keep (worked out by hand from the probabilities 0.5, 0.3, 0.15, 0.05 at T=1)."""
+    from dft_verl.rollout.sampler import RowSeededSampling
+
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    rows, steps = 4000, 4
+    proc = RowSeededSampling(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p), range(rows), "cpu")
+    counts = torch.zeros(4)
+    for _ in range(steps):
+        out = proc(torch.zeros(rows, 1, dtype=torch.long), logits.expand(rows, 4).clone())
+        assert torch.isfinite(out).sum(-1).eq(1).all()  # one token per row left for greedy decoding
+        counts += torch.bincount(out.argmax(-1), minlength=4)
+    expected = torch.zeros(4)
+    expected[keep] = (logits[keep] / temperature).softmax(-1)
+    n = rows * steps
+    sigma = (expected * (1 - expected) / n).sqrt()
+    assert ((counts / n - expected).abs() <= 5 * sigma + 1e-9).all(), (counts / n, expected)
+
+
+def test_row_seeded_tokens_do_not_depend_on_the_batch(model_and_prompts):
+    """A prompt with its own seed gets the same tokens alone, in a batch, in another order; the same prompt with
+    another seed gets other tokens; log-probs stay the actor's tempered log_softmax."""
+    model, tok, prompts = model_and_prompts
+    params = SamplingParams(temperature=1.0, logprobs=True)
+    seeds = [11, 22, 33, 44]
+    alone = [sample(model, [p], [10], params, [], tok.pad_token_id, row_seeds=[s])[0] for p, s in zip(prompts, seeds)]
+    together = sample(model, prompts, [10] * 4, params, [], tok.pad_token_id, row_seeds=seeds)
+    order = [2, 0, 3, 1]
+    torch.manual_seed(123)  # the global RNG plays no part
+    shuffled = sample(model, [prompts[i] for i in order], [10] * 4, params, [], tok.pad_token_id,
+                      row_seeds=[seeds[i] for i in order])
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert [c.token_ids for c in shuffled] == [alone[i].token_ids for i in order]
+    other = sample(model, [prompts[0]] * 4, [10] * 4, params, [], tok.pad_token_id, row_seeds=[1, 2, 3, 4])
+    assert len({tuple(c.token_ids) for c in other}) > 1
+    for prompt, completion in zip(prompts, together):  # the model's log-probs, not the one-hot scores' (0 / -inf)
+        expected = forward_log_probs(model, prompt, completion.token_ids, 1.0)
+        assert torch.allclose(torch.tensor(completion.log_probs), expected, atol=1e-3)
+
+
 # ---------------------------------------------------------------------------------- the server as a Ray actor
 
 
@@ -181,6 +223,33 @@ def test_server_concurrent_requests_equal_one_by_one_and_transformers(ray_sessio
     assert together == alone * 3
     # the response budget: min(response_length, prompt_length + response_length - len(prompt)) = 12
     assert alone == [hf_greedy(model, p, 12, [tok.eos_token_id]) for p in prompts]
+
+
+def test_full_determinism_samples_per_request_whatever_the_arrival_order(ray_session, model_dir, model_and_prompts):
+    """rollout.full_determinism: each question's responses depend on the request id, the prompt and the seed, not on
+    when the requests arrive or what they are batched with. Here every request is named det-0, as verl 0.9.1's
+    cpu_sync agent loop names them: a question asked 3 times gets 3 different responses, the same 3 in any order."""
+    from dft_verl.rollout.server import HFRolloutServer
+
+    _, _, prompts = model_and_prompts
+    params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": False}
+    requests = [prompts[i % 4] for i in range(12)]
+
+    def run(seed, order):
+        config, model_config = rollout_configs(model_dir, full_determinism=True, seed=seed)
+        handle = ray_session.remote(HFRolloutServer).options(max_concurrency=100).remote(config, model_config, 0)
+        refs = [handle.generate.remote(prompt_ids=requests[i], sampling_params=dict(params), request_id="det-0")
+                for i in order]
+        per_prompt: dict[tuple, list] = {}
+        for i, out in zip(order, ray_session.get(refs)):
+            per_prompt.setdefault(tuple(requests[i]), []).append(tuple(out.token_ids))
+        ray_session.kill(handle)
+        return {p: sorted(r) for p, r in per_prompt.items()}
+
+    first = run(7, range(12))
+    assert all(len(set(responses)) == 3 for responses in first.values()), first
+    assert run(7, [5, 11, 0, 3, 8, 1, 10, 2, 6, 9, 4, 7]) == first
+    assert run(8, range(12)) != first
 
 
 def test_server_follows_weight_updates(ray_session, server, model_and_prompts, model_dir):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,38 @@ class Completion:
     finished_by_eos: bool
 
 
-def _generation_config(params: SamplingParams, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int):
-    greedy = params.temperature == 0
+class RowSeededSampling(LogitsProcessor):
+    """Sampling with one random stream per row, so a row's tokens do not depend on the rows batched with it.
+
+    Row i's next token is the inverse CDF of ``softmax(w_i)`` at ``u_i``: ``w_i`` its scores after transformers' own
+    temperature, top-k and top-p warpers, ``u_i ~ U(0,1)`` one draw per step from row i's ``torch.Generator`` (seeded
+    with ``seeds[i]``), the CDF summed in float64 (a filtered token has an empty interval and is never drawn). The
+    scores returned are -inf except at the drawn token, for ``generate`` run greedily.
+    """
+
+    def __init__(self, params: SamplingParams, seeds: Sequence[int], device):
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.warpers = [TemperatureLogitsWarper(params.temperature)]
+        if params.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1:
+            self.warpers.append(TopPLogitsWarper(params.top_p))
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        cdf = scores.double().softmax(-1).cumsum(-1)
+        u = torch.cat([torch.rand(1, generator=g, device=scores.device, dtype=torch.float64) for g in self.generators])
+        drawn = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).clamp(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, drawn, 0.0)
+
+
+def _generation_config(params: SamplingParams, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
+                       row_seeded: bool = False):
+    """``row_seeded``: greedy over RowSeededSampling's one-hot scores (which applies temperature, top-k, top-p)."""
+    greedy = params.temperature == 0 or row_seeded
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=not greedy,
@@ -127,12 +157,17 @@ def sample(
     pad_id: int,
     generator_seed: Optional[int] = None,
     share_prompt_prefill: bool = False,
+    row_seeds: Optional[Sequence[int]] = None,
 ) -> list[Completion]:
     """Complete every prompt (token ids) once; ``max_tokens[i]`` new tokens at most for prompt i.
 
     One ``model.generate`` call over the left-padded batch (callers choose the batch size).
-    ``generator_seed`` seeds torch's global RNG first, for reproducible sampling. ``share_prompt_prefill``:
-    repeated prompts (n samples of one question) are prefilled once (``prefill_shared_prompts``); same tokens.
+    ``generator_seed`` seeds torch's global RNG first, for reproducible sampling of the same batch.
+    ``row_seeds``: prompt i samples from its own stream seeded with ``row_seeds[i]`` (RowSeededSampling), the same
+    tokens whatever it is batched with, up to float rounding of the logits: they differ in the last bit between batch
+    shapes, which moves a draw across a token boundary with probability ~1e-7 per token.
+    ``share_prompt_prefill``: repeated prompts (n samples of one question) are prefilled once
+    (``prefill_shared_prompts``); same tokens.
     """
     if len(prompts) != len(max_tokens):
         raise ValueError(f"{len(prompts)} prompts but {len(max_tokens)} max_tokens")
@@ -151,8 +186,12 @@ def sample(
         mask[i, width - len(p) :] = 1
     if generator_seed is not None:
         torch.manual_seed(generator_seed)
+    if row_seeds is not None and len(row_seeds) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(row_seeds)} row_seeds")
+    row_seeded = row_seeds is not None and params.temperature > 0
     eos_ids = list(dict.fromkeys([*eos_ids, *params.stop_token_ids]))
-    config = _generation_config(params, max(max_tokens), eos_ids, pad_id)
+    config = _generation_config(params, max(max_tokens), eos_ids, pad_id, row_seeded)
+    processors = [RowSeededSampling(params, row_seeds, device)] if row_seeded else []
     ids, mask = ids.to(device), mask.to(device)
     cache = prefill_shared_prompts(model, ids, mask) if share_prompt_prefill else None
     # transformers fills every setting left unset from model.generation_config (a checkpoint's top_k=50, say):
@@ -160,6 +199,7 @@ def sample(
     checkpoint_defaults, model.generation_config = model.generation_config, GenerationConfig()
     try:
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                             logits_processor=LogitsProcessorList(processors),
                              **({"past_key_values": cache} if cache is not None else {}))
     finally:
         model.generation_config = checkpoint_defaults

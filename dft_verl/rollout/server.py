@@ -7,6 +7,16 @@ sampling settings, and runs each group through ``sampler.sample`` in batches of 
 accepting requests). Weights arrive from the FSDP actor after every step (``begin_weight_update``,
 ``load_weights`` per bucket, ``finish_weight_update``); generation waits while they load.
 
+With ``actor_rollout_ref.rollout.full_determinism`` (verl's switch; the CPU platform sets it) each request samples
+from its own random stream (sampler.RowSeededSampling) seeded with ``request_seed``: a hash of rollout.seed, the
+global step, the request id verl gives under that switch (``det-<priority>``; verl 0.9.1's cpu_sync/v1 agent loop
+passes no priority, so every id is ``det-0``), the prompt's tokens, and how many requests with that id and prompt
+came before it in the step (the k-th of a question's n samples gets stream k). So a rerun of the same config samples
+the same responses for each question, whatever order the requests arrive in and whichever share a batch; which of
+a question's n sessions receives which of them may change, as may the order of the batch verl assembles. Without
+the switch, one stream seeded with ``rollout.seed`` serves the batches in the order they form, which depends on
+timing.
+
 Options (``actor_rollout_ref.rollout.engine_kwargs.hf``): ``max_batch_size`` (64 sequences),
 ``batch_wait_s`` (0.05 s), ``num_threads`` (torch intra-op threads; default: torch's).
 On CPU there is no device memory to give back, so sleep/wake/KV-cache calls succeed and do nothing,
@@ -16,6 +26,7 @@ and abort has nothing to abort: a generate call always runs to completion.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from typing import Any, Optional
@@ -41,6 +52,13 @@ def server_options(rollout_config) -> dict[str, Any]:
     if int(options["max_batch_size"]) < 1 or float(options["batch_wait_s"]) < 0:
         raise ValueError(f"engine_kwargs.hf: need max_batch_size >= 1 and batch_wait_s >= 0, got {given}")
     return options
+
+
+def request_seed(seed: int, global_steps: Optional[int], request_id: str, prompt: list[int], occurrence: int) -> int:
+    """A request's sampling seed in [0, 2**63): a hash of (rollout seed, global step, request id, prompt token ids,
+    the number of earlier requests with this id and prompt in the step)."""
+    text = f"{int(seed)}:{global_steps}:{request_id}:{occurrence}:" + ",".join(map(str, prompt))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % (2**63)
 
 
 def check_supported(model_config) -> None:
@@ -96,6 +114,8 @@ class HFRolloutServer:
         self.pad_id = int(pad if pad is not None else self.eos_ids[0])
         self.max_model_len = int(self.config.max_model_len or hf_config.max_position_embeddings)
         self.global_steps: Optional[int] = None
+        self._seen_step: Optional[int] = None  # full_determinism: requests so far per (id, prompt) in this step
+        self._seen: dict[tuple, int] = {}
         self._queue: Optional[asyncio.Queue] = None
         self._lock: Optional[asyncio.Lock] = None
         self._params = dict(self.model.state_dict())
@@ -145,11 +165,22 @@ class HFRolloutServer:
         sp = dict(sampling_params)
         prompt = [int(t) for t in prompt_ids]
         limit = self.max_tokens(len(prompt), sp)
+        seed = self._request_seed(request_id, prompt) if self.config.full_determinism else None
         done = asyncio.get_running_loop().create_future()
-        await self._queue.put((prompt, limit, self.sampling(sp), done))
+        await self._queue.put((prompt, limit, self.sampling(sp), seed, done))
         completion = await done
         return TokenOutput(token_ids=completion.token_ids, log_probs=completion.log_probs, stop_reason="completed",
                            num_preempted=0, extra_fields={"global_steps": self.global_steps})
+
+    def _request_seed(self, request_id: str, prompt: list[int]) -> int:
+        """request_seed for this request; counts the step's requests per (id, prompt) (the event loop's one thread
+        runs this, so the count needs no lock)."""
+        if self._seen_step != self.global_steps:
+            self._seen_step, self._seen = self.global_steps, {}
+        key = (request_id, tuple(prompt))
+        occurrence = self._seen.get(key, 0)
+        self._seen[key] = occurrence + 1
+        return request_seed(self.config.seed, self.global_steps, request_id, prompt, occurrence)
 
     def _start(self) -> None:
         if self._queue is None:
@@ -175,18 +206,20 @@ class HFRolloutServer:
         try:
             async with self._lock:
                 t0 = time.perf_counter()
+                seeds = [i[3] for i in items]
                 completions = await asyncio.to_thread(
-                    sample, self.model, [i[0] for i in items], [i[1] for i in items], params, self.eos_ids, self.pad_id)
+                    sample, self.model, [i[0] for i in items], [i[1] for i in items], params, self.eos_ids, self.pad_id,
+                    row_seeds=None if None in seeds else seeds)
                 self.stats["generate_s"] += time.perf_counter() - t0
             self.stats["batches"] += 1
             self.stats["requests"] += len(items)
             self.stats["generated_tokens"] += sum(len(c.token_ids) for c in completions)
             for item, completion in zip(items, completions):
-                item[3].set_result(completion)
+                item[4].set_result(completion)
         except Exception as error:  # noqa: BLE001 - every waiting caller gets the error, the loop lives on
             for item in items:
-                if not item[3].done():
-                    item[3].set_exception(error)
+                if not item[4].done():
+                    item[4].set_exception(error)
 
     # ---- weights -----------------------------------------------------------------------------------
     async def begin_weight_update(self) -> None:
