@@ -15,10 +15,13 @@ came before it in the step (the k-th of a question's n samples gets stream k). S
 the same responses for each question, whatever order the requests arrive in and whichever share a batch; which of
 a question's n sessions receives which of them may change, as may the order of the batch verl assembles. Without
 the switch, one stream seeded with ``rollout.seed`` serves the batches in the order they form, which depends on
-timing.
+timing. Under the switch verl routes requests by ``hash(request id)``, so with every id ``det-0`` one replica serves
+the whole rollout while the others wait: that replica takes every core of the node (the trainer's workers are idle
+during the rollout), which the replicas otherwise share.
 
 Options (``actor_rollout_ref.rollout.engine_kwargs.hf``): ``max_batch_size`` (64 sequences),
-``batch_wait_s`` (0.05 s), ``num_threads`` (torch intra-op threads; default: torch's).
+``batch_wait_s`` (0.05 s), ``num_threads`` (torch intra-op threads; default: torch's, which is 1 in a Ray worker
+of one CPU; under full_determinism every core of the node, see below).
 On CPU there is no device memory to give back, so sleep/wake/KV-cache calls succeed and do nothing,
 and abort has nothing to abort: a generate call always runs to completion.
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from typing import Any, Optional
 
@@ -90,8 +94,11 @@ class HFRolloutServer:
         check_supported(self.model_config)
         self.replica_rank = replica_rank
         self.options = server_options(self.config)
-        if self.options["num_threads"]:
-            torch.set_num_threads(int(self.options["num_threads"]))
+        threads = self.options["num_threads"]
+        if not threads and self.config.full_determinism:
+            threads = len(os.sched_getaffinity(0))  # the one replica verl's deterministic routing uses (above)
+        if threads:
+            torch.set_num_threads(int(threads))
         try:
             dtype = PrecisionType.to_dtype(self.config.dtype)
         except RuntimeError:
