@@ -252,6 +252,29 @@ def test_full_determinism_samples_per_request_whatever_the_arrival_order(ray_ses
     assert run(8, range(12)) != first
 
 
+def test_cpu_platform_routes_requests_by_prompt(ray_session):
+    """The CPU platform's rollout.router_config_path, loaded by verl's own get_router_handle, routes by prompt: one
+    question always to one replica (its samples' seeds count on it), different questions over every replica, where
+    verl's deterministic routing would send every det-0 request to one."""
+    from omegaconf import OmegaConf
+    from verl.workers.rollout.router import get_router_handle
+
+    import dft_verl.plugin  # noqa: F401  (the dft_verl_config resolver; verl imports it in every process)
+    from dft_verl.rollout.router import prompt_slot
+
+    rollout = OmegaConf.load(dft_verl.plugin.CONFIG_DIR / "online" / "platform" / "cpu.yaml").actor_rollout_ref.rollout
+    assert rollout.full_determinism
+    servers = {"10.0.0.1:7001": "replica 0", "10.0.0.1:7002": "replica 1"}
+    router = get_router_handle(servers, router_config_path=rollout.router_config_path, full_determinism=True)
+    assert ray_session.get(router.require_acquire_fields.remote()) == ["prompt_ids"]
+    prompts = [[3, 1, 4, i] for i in range(16)]
+    chosen = [ray_session.get(router.acquire_server.remote(request_id="det-0", prompt_ids=p)) for p in prompts * 2]
+    assert chosen[:16] == chosen[16:]  # the same question, the same replica
+    assert [sid for sid, _ in chosen[:16]] == [list(servers)[prompt_slot(p, 2)] for p in prompts]
+    assert {handle for _, handle in chosen} == {"replica 0", "replica 1"}
+    ray_session.kill(router)
+
+
 def test_server_follows_weight_updates(ray_session, server, model_and_prompts, model_dir):
     """Weights pushed through the trainer-side adapter change greedy output to the new model's."""
     from transformers import AutoModelForCausalLM

@@ -15,13 +15,11 @@ came before it in the step (the k-th of a question's n samples gets stream k). S
 the same responses for each question, whatever order the requests arrive in and whichever share a batch; which of
 a question's n sessions receives which of them may change, as may the order of the batch verl assembles. Without
 the switch, one stream seeded with ``rollout.seed`` serves the batches in the order they form, which depends on
-timing. Under the switch verl routes requests by ``hash(request id)``, so with every id ``det-0`` one replica serves
-the whole rollout while the others wait: that replica takes every core of the node (the trainer's workers are idle
-during the rollout), which the replicas otherwise share.
+timing. The CPU platform routes requests to replicas by prompt (``dft_verl.rollout.router``), so a question's n
+samples meet on one server, whose counter then numbers them.
 
 Options (``actor_rollout_ref.rollout.engine_kwargs.hf``): ``max_batch_size`` (64 sequences),
-``batch_wait_s`` (0.05 s), ``num_threads`` (torch intra-op threads; default: torch's, which is 1 in a Ray worker
-of one CPU; under full_determinism every core of the node, see below).
+``batch_wait_s`` (0.05 s), ``num_threads`` (torch intra-op threads; default: torch's).
 On CPU there is no device memory to give back, so sleep/wake/KV-cache calls succeed and do nothing,
 and abort has nothing to abort: a generate call always runs to completion.
 """
@@ -31,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from typing import Any, Optional
 
@@ -94,11 +91,8 @@ class HFRolloutServer:
         check_supported(self.model_config)
         self.replica_rank = replica_rank
         self.options = server_options(self.config)
-        threads = self.options["num_threads"]
-        if not threads and self.config.full_determinism:
-            threads = len(os.sched_getaffinity(0))  # the one replica verl's deterministic routing uses (above)
-        if threads:
-            torch.set_num_threads(int(threads))
+        if self.options["num_threads"]:
+            torch.set_num_threads(int(self.options["num_threads"]))
         try:
             dtype = PrecisionType.to_dtype(self.config.dtype)
         except RuntimeError:
