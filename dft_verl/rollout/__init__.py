@@ -12,7 +12,15 @@ weight-sync path with a plain transformers model, so GRPO/PPO run end to end on 
 verl's two rollout registries.
 """
 
+import hashlib
+
 ROLLOUT_NAME = "hf"
+
+
+def stable_hash(text: str) -> int:
+    """A hash of ``text`` that is the same in every process and run (Python's ``hash`` of a str is not): the first 8
+    bytes of its sha256, little-endian, in [0, 2**64). The request seeds (server.py) and replica choice (router.py)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def _load_replica():

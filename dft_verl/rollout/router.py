@@ -9,30 +9,29 @@ every run (each question's n samples meet on one server, whose per-prompt sample
 
 verl loads it from ``actor_rollout_ref.rollout.router_config_path``, a YAML naming ``router_class``
 (``dft_verl/config/rollout_router.yaml``, which the CPU platform names through the ``dft_verl_config`` resolver), and
-constructs it as ``cls(servers, yaml_config)``. It subclasses verl's ``GlobalRequestLoadBalancer`` (add/remove servers, in-flight
-counts) and replaces only the choice of replica; tests/test_rollout_server.py covers the seam.
+constructs it as ``cls(servers, yaml_config)``. It subclasses verl's ``GlobalRequestLoadBalancer`` (add/remove
+servers, in-flight counts) and replaces only the choice of replica; tests/test_rollout_server.py covers the seam.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Optional, Sequence
 
 from verl.workers.rollout.router import GlobalRequestLoadBalancer
 
+from dft_verl.rollout import stable_hash
+
 
 def prompt_slot(prompt_ids: Sequence[int], n: int) -> int:
     """The replica index, in [0, n), of a prompt: its token ids' sha256 modulo n."""
-    digest = hashlib.sha256(",".join(str(int(t)) for t in prompt_ids).encode()).digest()
-    return int.from_bytes(digest[:8], "little") % n
+    return stable_hash(",".join(str(int(t)) for t in prompt_ids)) % n
 
 
 class PromptHashRouter(GlobalRequestLoadBalancer):
     """verl's load balancer, a request placed by its prompt (``prompt_slot``) over the replicas in launch order."""
 
     def __init__(self, servers: dict[str, Any], config: Optional[dict] = None):
-        super().__init__(servers)
-        self.config = dict(config or {})
+        super().__init__(servers)  # config: verl passes the router YAML; nothing in it beyond router_class
 
     def require_acquire_fields(self) -> list[str]:
         return ["prompt_ids"]

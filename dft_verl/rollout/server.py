@@ -27,13 +27,13 @@ and abort has nothing to abort: a generate call always runs to completion.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import torch
 
+from dft_verl.rollout import stable_hash
 from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,18 @@ def server_options(rollout_config) -> dict[str, Any]:
 def request_seed(seed: int, global_steps: Optional[int], request_id: str, prompt: list[int], occurrence: int) -> int:
     """A request's sampling seed in [0, 2**63): a hash of (rollout seed, global step, request id, prompt token ids,
     the number of earlier requests with this id and prompt in the step)."""
-    text = f"{int(seed)}:{global_steps}:{request_id}:{occurrence}:" + ",".join(map(str, prompt))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % (2**63)
+    return stable_hash(f"{int(seed)}:{global_steps}:{request_id}:{occurrence}:" + ",".join(map(str, prompt))) % (2**63)
+
+
+class _Request(NamedTuple):
+    """A queued generate call: prompt token ids, token budget, sampling settings, its own seed (full_determinism;
+    else None), and the future its caller awaits."""
+
+    prompt: list[int]
+    limit: int
+    params: SamplingParams
+    seed: Optional[int]
+    done: asyncio.Future
 
 
 def check_supported(model_config) -> None:
@@ -168,7 +178,7 @@ class HFRolloutServer:
         limit = self.max_tokens(len(prompt), sp)
         seed = self._request_seed(request_id, prompt) if self.config.full_determinism else None
         done = asyncio.get_running_loop().create_future()
-        await self._queue.put((prompt, limit, self.sampling(sp), seed, done))
+        await self._queue.put(_Request(prompt, limit, self.sampling(sp), seed, done))
         completion = await done
         return TokenOutput(token_ids=completion.token_ids, log_probs=completion.log_probs, stop_reason="completed",
                            num_preempted=0, extra_fields={"global_steps": self.global_steps})
@@ -194,33 +204,33 @@ class HFRolloutServer:
             await asyncio.sleep(self.options["batch_wait_s"])  # let sibling requests arrive
             while not self._queue.empty():
                 pending.append(self._queue.get_nowait())
-            groups: dict[SamplingParams, list] = {}
+            groups: dict[SamplingParams, list[_Request]] = {}
             for item in pending:
-                groups.setdefault(item[2], []).append(item)
+                groups.setdefault(item.params, []).append(item)
             for params, items in groups.items():
-                items.sort(key=lambda item: len(item[0]))  # similar lengths share a batch: less padding
+                items.sort(key=lambda item: len(item.prompt))  # similar lengths share a batch: less padding
                 size = int(self.options["max_batch_size"])
                 for start in range(0, len(items), size):
                     await self._run_batch(params, items[start : start + size])
 
-    async def _run_batch(self, params: SamplingParams, items: list) -> None:
+    async def _run_batch(self, params: SamplingParams, items: list[_Request]) -> None:
         try:
             async with self._lock:
                 t0 = time.perf_counter()
-                seeds = [i[3] for i in items]
+                seeds = [i.seed for i in items]
                 completions = await asyncio.to_thread(
-                    sample, self.model, [i[0] for i in items], [i[1] for i in items], params, self.eos_ids, self.pad_id,
-                    row_seeds=None if None in seeds else seeds)
+                    sample, self.model, [i.prompt for i in items], [i.limit for i in items], params, self.eos_ids,
+                    self.pad_id, row_seeds=None if None in seeds else seeds)
                 self.stats["generate_s"] += time.perf_counter() - t0
             self.stats["batches"] += 1
             self.stats["requests"] += len(items)
             self.stats["generated_tokens"] += sum(len(c.token_ids) for c in completions)
             for item, completion in zip(items, completions):
-                item[4].set_result(completion)
+                item.done.set_result(completion)
         except Exception as error:  # noqa: BLE001 - every waiting caller gets the error, the loop lives on
             for item in items:
-                if not item[4].done():
-                    item[4].set_exception(error)
+                if not item.done.done():
+                    item.done.set_exception(error)
 
     # ---- weights -----------------------------------------------------------------------------------
     async def begin_weight_update(self) -> None:
