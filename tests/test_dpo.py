@@ -430,6 +430,7 @@ def test_config_composes_with_paper_defaults():
     assert (cfg.optim.lr, cfg.data.train_batch_size, cfg.optim.lr_warmup_steps_ratio) == (1e-6, 128, 0.05)
     assert (cfg.data.custom_cls.path, cfg.data.custom_cls.name) == ("pkg://dft_verl.dpo.data", "DPOPairDataset")
     assert cfg.data.pad_mode == "no_padding" and "hf_model" in cfg.checkpoint.save_contents
+    assert cfg.trainer.balance_batch is False  # verl's Ray trainer keeps each batch's order (whole pairs)
 
 
 # ---------------------------------------------------------------------------
@@ -437,19 +438,27 @@ def test_config_composes_with_paper_defaults():
 # ---------------------------------------------------------------------------
 
 
+DPO_LAUNCHES = {
+    # verl's engine SFT trainer under torchrun, and verl's Ray SFT trainer (a local Ray, one worker per rank)
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                 "dft_verl.dpo.train"],
+    "ray": [sys.executable, "-m", "dft_verl.dpo.train_ray", "trainer.n_gpus_per_node=2"],
+}
+
+
 @pytest.mark.slow
-def test_torchrun_dpo_learns_the_preference_and_checkpoints(tiny_model_dir, tmp_path, one_thread):
+@pytest.mark.parametrize("launch", sorted(DPO_LAUNCHES))
+def test_dpo_learns_the_preference_and_checkpoints(launch, tiny_model_dir, tmp_path, one_thread):
     """Reference = the initial policy: step 1 sees zero implicit rewards and loss log 2 exactly
     (stored reference sums line up with the trainer's log-probs); then the margin and the reward
-    accuracy rise, and verl writes the checkpoint with HF weights."""
+    accuracy rise, and verl writes the checkpoint with HF weights. Both trainers, 2 ranks."""
     from dft_verl.dpo.ref_logprobs import compute_ref_logprobs
     from dft_verl.trainer.overrides import cpu_env, cpu_overrides
 
     pairs = write(tmp_path / "pairs.parquet", pair_rows(8, seed=1))
     ref = compute_ref_logprobs(tiny_model_dir, pairs, str(tmp_path / "ref.parquet"), max_length=128)
     ckpt = tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "dft_verl.dpo.train", f"data.train_files={ref}", f"data.val_files={ref}",
+    cmd = [*DPO_LAUNCHES[launch], f"data.train_files={ref}", f"data.val_files={ref}",
            f"model.path={tiny_model_dir}", "data.train_batch_size=8", "data.micro_batch_size_per_gpu=2",
            "data.max_length=128", "data.truncation=right", "trainer.total_training_steps=3",
            f"trainer.default_local_dir={ckpt}", "optim.lr=3e-3", "optim.lr_warmup_steps_ratio=0",
@@ -485,3 +494,14 @@ def test_entry_rejects_bad_pairs_before_training(tmp_path):
     proc = subprocess.run(cmd, env=cpu_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode != 0
     assert "pairs.parquet: row 1: field 'chosen': expected a non-empty response string" in proc.stderr
+
+
+def test_ray_trainer_refuses_a_batch_order_that_splits_pairs(tmp_path):
+    from omegaconf import OmegaConf
+
+    from dft_verl.dpo.train_ray import check_ray_dpo_config
+
+    cfg = OmegaConf.create({"trainer": {"balance_batch": True}})
+    with pytest.raises(ValueError, match="trainer.balance_batch=False"):
+        check_ray_dpo_config(cfg)
+    check_ray_dpo_config(OmegaConf.create({"trainer": {"balance_batch": False}}))

@@ -213,8 +213,10 @@ def test_multi_node_torchrun_and_ray_job_launchers(tmp_path):
     sft = commands(ray, "sft")[0]
     assert sft[sft.index("--") + 1: sft.index("--") + 4] == ["python", "-m", "dft_verl.trainer.sft_ray"]
     assert commands(ray, "report")[0][:3] == [sys.executable, "-m", "dft_verl.report"]  # the report runs here
-    with pytest.raises(ValueError, match="DPO trainer runs as one job of torchrun on one node"):
-        commands(settings(tmp_path, RAY_ADDRESS="http://head:8265", NNODES="2"), "dpo")
+    # DPO on two nodes: verl's Ray trainer with the DPO loss, ranks on both (trainer.nnodes=2)
+    dpo = commands(settings(tmp_path, RAY_ADDRESS="http://head:8265", NNODES="2"), "dpo")[1]
+    assert dpo[dpo.index("--") + 1: dpo.index("--") + 4] == ["python", "-m", "dft_verl.dpo.train_ray"]
+    assert overrides(dpo)["trainer.nnodes"] == "2" and not any(a.startswith("--entrypoint-num-gpus") for a in dpo)
 
 
 def test_cpu_preset_changes_sizes_and_device_only(tmp_path):
@@ -243,7 +245,9 @@ def test_cpu_ray_jobs_get_the_cpu_platform_and_no_gpus(tmp_path):
         assert cmd[:3] == ["ray", "job", "submit"] and not any(a.startswith("--entrypoint-num-gpus") for a in cmd)
         env = json.loads(next(a for a in cmd if a.startswith("--runtime-env-json="))[len("--runtime-env-json="):])
         assert env["env_vars"]["VERL_PLATFORM"] == "cpu"
-    assert "--entrypoint-num-gpus=8" in commands(settings(tmp_path, RAY_ADDRESS="http://127.0.0.1:8265"), "dpo")[1]
+    # on GPUs the reference log-probs' job reserves one; the trainer's ranks are Ray workers with their own GPUs
+    ref, train, _ = commands(settings(tmp_path, RAY_ADDRESS="http://127.0.0.1:8265"), "dpo")
+    assert "--entrypoint-num-gpus=1" in ref and not any(a.startswith("--entrypoint-num-gpus") for a in train)
 
 
 def test_every_trained_row_logs_to_its_board_and_its_cost_records(tmp_path):

@@ -58,8 +58,10 @@ def check_dpo_data_config(data_config, dp_size: int | None = None) -> None:
                              f"data.micro_batch_size_per_gpu={data_config.micro_batch_size_per_gpu} (pairs)")
 
 
-class DPOTrainer(SeededShuffleMixin, SFTTrainer):
-    """verl's engine SFT trainer optimising the DPO loss on preference pairs."""
+class DPOMixin:
+    """What DPO adds to either of verl's SFT trainers (torchrun ``sft_trainer``, Ray ``sft_trainer_ray``): the
+    ``dpo:`` block, the pair dataset check, the pair collator on the data loaders and the DPO loss behind a client
+    that marks whole pairs per micro-batch and reduces the metrics. ``data_parallel_size()`` is the trainer's."""
 
     def _build_config(self):
         self.dpo_config = DPOConfig.from_config(self.config.get("dpo"))
@@ -74,20 +76,32 @@ class DPOTrainer(SeededShuffleMixin, SFTTrainer):
                                    f"data.custom_cls.path=pkg://dft_verl.dpo.data data.custom_cls.name=DPOPairDataset "
                                    f"(or a subclass)")
 
-    def _build_engine(self):
-        super()._build_engine()
-        self.loss_fn = make_dpo_loss_fn(self.dpo_config)
-        self.training_client.set_loss_fn(loss_fn=self.loss_fn)
-        self.training_client = ReducingClient(PairGroupingClient(self.training_client))
-
     def _build_dataloader(self):
-        check_dpo_data_config(self.config.data, self.engine.get_data_parallel_size())
+        check_dpo_data_config(self.config.data, self.data_parallel_size())
         super()._build_dataloader()
         # verl's loaders batch dataset items (pairs); the pair collator expands them to sequences.
         self.collate_fn = PairCollator(self.config.data.pad_mode)
         self.train_dataloader.collate_fn = self.collate_fn
         if self.val_dataloader is not None:
             self.val_dataloader.collate_fn = self.collate_fn
+
+    @staticmethod
+    def dpo_client(client):
+        """verl's training client (one worker or a Ray worker group, the DPO loss installed) for DPO batches."""
+        return ReducingClient(PairGroupingClient(client))
+
+
+class DPOTrainer(DPOMixin, SeededShuffleMixin, SFTTrainer):
+    """verl's engine SFT trainer (torchrun) optimising the DPO loss on preference pairs."""
+
+    def data_parallel_size(self) -> int:
+        return self.engine.get_data_parallel_size()
+
+    def _build_engine(self):
+        super()._build_engine()
+        self.loss_fn = make_dpo_loss_fn(self.dpo_config)
+        self.training_client.set_loss_fn(loss_fn=self.loss_fn)
+        self.training_client = self.dpo_client(self.training_client)
 
 
 def run_dpo(config) -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
 from dft_verl.platform.cpu import init_ray_worker_distributed
+from dft_verl.platform.placement import placement_line
 
 
 class GlooReadyTrainingWorker(TrainingWorker):
     def __init__(self, config):
         init_ray_worker_distributed()
+        print(placement_line("trainer"), flush=True)
         super().__init__(config)
 
 

@@ -100,6 +100,9 @@ class HFRolloutServer:
         self.model_config: HFModelConfig = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
         check_supported(self.model_config)
         self.replica_rank = replica_rank
+        from dft_verl.platform.placement import placement_line
+
+        print(placement_line(f"rollout replica {replica_rank}"), flush=True)
         self.options = server_options(self.config)
         if self.options["num_threads"]:
             torch.set_num_threads(int(self.options["num_threads"]))

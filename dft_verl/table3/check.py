@@ -43,6 +43,7 @@ HYDRA_ENTRIES: dict[str, tuple[str, str]] = {
     "dft_verl.trainer.sft": (str(DFT_VERL_CONFIG_DIR), "dft_sft"),
     "dft_verl.trainer.sft_ray": (str(DFT_VERL_CONFIG_DIR), "dft_sft"),
     "dft_verl.dpo.train": (str(DFT_VERL_CONFIG_DIR), "dpo"),
+    "dft_verl.dpo.train_ray": (str(DFT_VERL_CONFIG_DIR), "dpo"),
     "dft_verl.pipeline": (str(DFT_VERL_CONFIG_DIR / "pipeline"), "pipeline"),
 }
 PIPELINE_STAGES = ("prepare", "sample", "verify", "filter")
@@ -190,9 +191,10 @@ def check_ppo_config(cfg) -> list[str]:
     return notes
 
 
-def check_sft_config(cfg) -> list[str]:
+def check_sft_config(cfg, module: str = "") -> list[str]:
     """The dataclass checks verl's engine SFT trainer makes, and the objective block of our configs:
-    ``loss:`` (dft_sft; dft_verl.losses.LossConfig) or ``dpo:`` (dpo; DPOConfig and the pair batching)."""
+    ``loss:`` (dft_sft; dft_verl.losses.LossConfig) or ``dpo:`` (dpo; DPOConfig and the pair batching, and for
+    ``module`` dft_verl.dpo.train_ray the batch order)."""
     from verl.utils.config import omega_conf_to_dataclass
 
     notes = []
@@ -217,6 +219,10 @@ def check_sft_config(cfg) -> list[str]:
         try:
             dpo = DPOConfig.from_config(cfg.dpo)
             check_dpo_data_config(cfg.data, int(cfg.trainer.nnodes) * int(cfg.trainer.n_gpus_per_node))
+            if module == "dft_verl.dpo.train_ray":
+                from dft_verl.dpo.train_ray import check_ray_dpo_config
+
+                check_ray_dpo_config(cfg)
         except (ValueError, TypeError) as e:
             raise CheckError(f"dpo config rejected: {e}") from None
         notes.append(f"dpo.beta={dpo.beta}")
@@ -258,7 +264,7 @@ def check_hydra(module: str, args: list[str]) -> list[str]:
     elif module in PIPELINE_ENTRIES:
         notes += check_pipeline_config(module, cfg)
     else:
-        notes += check_sft_config(cfg)
+        notes += check_sft_config(cfg, module)
     return notes
 
 

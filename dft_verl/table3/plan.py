@@ -295,11 +295,10 @@ def train_step(s: Settings, row: Row, extra: list[str]) -> Step:
         return Step(row.key, "train", "dft_verl.trainer.sft", [*sft_overrides(s, row, data), *extra], kind="torchrun",
                     **common)
     if row.trainer == "dpo":
-        if s.RAY_ADDRESS and s.int("NNODES") > 1:
-            raise ValueError("with RAY_ADDRESS the DPO trainer runs as one job of torchrun on one node; got NNODES="
-                             f"{s.NNODES}")
+        if s.RAY_ADDRESS:  # verl's Ray SFT trainer with the DPO loss: one job, ranks placed by Ray on every node
+            return Step(row.key, "train", "dft_verl.dpo.train_ray", [*dpo_overrides(s, row, data), *extra], **common)
         return Step(row.key, "train", "dft_verl.dpo.train", [*dpo_overrides(s, row, data), *extra], kind="torchrun",
-                    gpus=s.int("N_GPUS_PER_NODE"), **common)
+                    **common)
     return Step(row.key, "train", "verl.trainer.main_ppo", [*ppo_overrides(s, row), *extra],
                 **{**common, "reads": [str(data_file(s, "rl")), s.MODEL_PATH]})
 

@@ -25,41 +25,57 @@ from dft_verl.trainer.sft import (
 )
 
 
+def ray_training_group(trainer, loss_fn):
+    """verl's worker group of one ``TrainingWorker`` per rank (``trainer.n_gpus_per_node`` on each of
+    ``trainer.nnodes`` nodes: one Ray placement group per node) with ``loss_fn`` installed, as
+    ``verl.trainer.sft_trainer_ray.SFTTrainer._build_engine`` builds it, but with the gloo-ready worker (CPU
+    platform). Semi-private seam: the trainer's ``*_config`` attributes and verl's ``RayWorkerGroup``
+    (tests/test_trainer_torchrun.py and tests/test_recipes_ray.py run it)."""
+    from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
+    from verl.workers.engine_workers import TrainingWorkerConfig
+
+    config = TrainingWorkerConfig(
+        model_type="language_model",
+        model_config=trainer.model_config,
+        engine_config=trainer.engine_config,
+        optimizer_config=trainer.optimizer_config,
+        checkpoint_config=trainer.checkpoint_config,
+        profiler_config=trainer.profiler_config,
+    )
+    trainer.resource_pool = RayResourcePool(
+        process_on_nodes=[trainer.config.trainer.n_gpus_per_node] * trainer.config.trainer.nnodes
+    )
+    worker = RayClassWithInitArgs(ray.remote(GlooReadyTrainingWorker), config=config)
+    group = RayWorkerGroup(
+        resource_pool=trainer.resource_pool, ray_cls_with_init=worker, device_name=trainer.config.trainer.device
+    )
+    group.set_loss_fn(loss_fn=loss_fn)
+    group.reset()
+    return group
+
+
+def connect_ray() -> None:
+    """Join the Ray cluster of RAY_ADDRESS (a Ray job's own) or start a local one, passing the CPU platform and the
+    variables a worker needs on every node."""
+    if ray.is_initialized():
+        return
+    env = {"VERL_PLATFORM": "cpu"} if use_cpu_platform() else {}
+    for key in ("HF_HUB_OFFLINE", "WANDB_MODE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    ray.init(runtime_env={"env_vars": env} if env else None)
+
+
 class DFTRaySFTTrainer(LossFamilyMixin, SeededShuffleMixin, RaySFTTrainer):
     """verl's Ray SFT trainer with the dft_verl loss family (``loss.type``)."""
 
     def _build_engine(self):
-        from verl.single_controller.ray import RayClassWithInitArgs, RayResourcePool, RayWorkerGroup
-        from verl.workers.engine_workers import TrainingWorkerConfig
-
         self.loss_fn = make_loss_fn(self.loss_config, kl_anchor_reference(self.config, self.loss_config))
-        config = TrainingWorkerConfig(
-            model_type="language_model",
-            model_config=self.model_config,
-            engine_config=self.engine_config,
-            optimizer_config=self.optimizer_config,
-            checkpoint_config=self.checkpoint_config,
-            profiler_config=self.profiler_config,
-        )
-        self.resource_pool = RayResourcePool(
-            process_on_nodes=[self.config.trainer.n_gpus_per_node] * self.config.trainer.nnodes
-        )
-        worker = RayClassWithInitArgs(ray.remote(GlooReadyTrainingWorker), config=config)
-        group = RayWorkerGroup(
-            resource_pool=self.resource_pool, ray_cls_with_init=worker, device_name=self.config.trainer.device
-        )
-        group.set_loss_fn(loss_fn=self.loss_fn)
-        group.reset()
-        self.training_client = training_client(group, self.loss_config)
+        self.training_client = training_client(ray_training_group(self, self.loss_fn), self.loss_config)
 
 
 def run_sft_ray(config) -> None:
-    if not ray.is_initialized():
-        env = {"VERL_PLATFORM": "cpu"} if use_cpu_platform() else {}
-        for key in ("HF_HUB_OFFLINE", "WANDB_MODE", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS"):
-            if key in os.environ:
-                env[key] = os.environ[key]
-        ray.init(runtime_env={"env_vars": env} if env else None)
+    connect_ray()
     trainer = DFTRaySFTTrainer(config=config)
     trainer.fit()
 
