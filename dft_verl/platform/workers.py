@@ -13,7 +13,7 @@ from __future__ import annotations
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
 from dft_verl.platform.cpu import init_ray_worker_distributed
-from dft_verl.platform.placement import placement_line
+from dft_verl.placement import placement_line
 
 
 class GlooReadyTrainingWorker(TrainingWorker):

@@ -100,7 +100,7 @@ class HFRolloutServer:
         self.model_config: HFModelConfig = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
         check_supported(self.model_config)
         self.replica_rank = replica_rank
-        from dft_verl.platform.placement import placement_line
+        from dft_verl.placement import placement_line
 
         print(placement_line(f"rollout replica {replica_rank}"), flush=True)
         self.options = server_options(self.config)

@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from dft_verl.placement import DEDUP_ENV, RANK_RESOURCE_ENV
 from dft_verl.table3.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,9 @@ def ray_job(s: Settings, env: dict[str, str], gpus: int) -> list[str]:
     """`ray job submit` up to its `--`: this checkout as working directory, ``env`` in every process of the job,
     ``gpus`` GPUs reserved for the entrypoint (DEVICE=gpu only)."""
     runtime_env: dict = {"excludes": RAY_EXCLUDES} if is_checkout() else {}
-    job_env = {**(CPU_JOB_ENV if s.cpu else {}), **env}
+    job_env = {**(CPU_JOB_ENV if s.cpu else {}), **DEDUP_ENV, **env}
+    if s.cpu and s.RAY_RANK_RESOURCE:
+        job_env[RANK_RESOURCE_ENV] = s.RAY_RANK_RESOURCE
     if job_env:
         runtime_env["env_vars"] = job_env
     argv = ["ray", "job", "submit", f"--address={s.RAY_ADDRESS}"]
@@ -82,6 +85,8 @@ def process_env(s: Settings, env: dict[str, str] | None = None) -> dict[str, str
     out["PATH"] = str(Path(sys.executable).parent) + os.pathsep + out.get("PATH", "")
     if is_checkout():
         out["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + out["PYTHONPATH"] if out.get("PYTHONPATH") else "")
+    for key, value in DEDUP_ENV.items():  # every rank's placement line in the log of a local Ray driver
+        out.setdefault(key, value)
     if s.cpu:
         # OpenMP threads that sleep while they wait: spinning threads on busy cores ran 50x slower (measured)
         out.setdefault("OMP_WAIT_POLICY", "PASSIVE")

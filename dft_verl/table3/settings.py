@@ -52,6 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("MASTER_PORT", "29500", "torchrun rendezvous port"),
     _s("RAY_ADDRESS", "", "submit every step with `ray job submit` to this cluster (http://head:8265); DATA_DIR, "
        "CKPT_DIR, RUNS_DIR and MODEL_PATH must be on storage every node and this machine see"),
+    _s("RAY_RANK_RESOURCE", "", "DEVICE=cpu with RAY_ADDRESS: the custom Ray resource that counts trainer ranks on a "
+       "node, as GPUs do (each node: ray start --resources='{\"<name>\": N_GPUS_PER_NODE}'), so NNODES > 1 places "
+       "ranks on every node; empty: ranks take Ray CPUs, which Ray may pack on one node"),
     _s("LOGGER", "tensorboard", "tracking board of every trained row and its evaluation scores: tensorboard "
        "(RUNS_DIR/tensorboard/<row>), wandb (offline unless WANDB_API_KEY or WANDB_MODE is set), mlflow "
        "(file:RUNS_DIR/mlruns unless MLFLOW_TRACKING_URI is set), console", ("tensorboard", "wandb", "mlflow", "console")),

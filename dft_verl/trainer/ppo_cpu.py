@@ -22,6 +22,7 @@ from verl.single_controller.ray.base import ResourcePoolManager
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
+from dft_verl.platform.cpu import check_rank_resources
 from dft_verl.platform.workers import GlooReadyActorRolloutRefWorker, GlooReadyTrainingWorker
 
 TRAINER_MODE = "cpu_sync"
@@ -53,16 +54,10 @@ _CPU_WORKERS = {ActorRolloutRefWorker: GlooReadyActorRolloutRefWorker, TrainingW
 
 @dataclass
 class CPUResourcePoolManager(ResourcePoolManager):
-    """verl's resource pools, checked against the cluster's free CPUs (one per worker process)."""
+    """verl's resource pools, checked against the cluster's free rank slots (dft_verl.platform.cpu.rank_resource)."""
 
     def _check_resource_available(self):
-        free = sum(node.get("CPU", 0) for node in ray._private.state.available_resources_per_node().values())
-        need = sum(sum(counts) for counts in self.resource_pool_spec.values())
-        if free < need:
-            raise ValueError(
-                f"the Ray cluster has {free:g} free CPUs for {need} trainer worker processes "
-                f"(trainer.nnodes x trainer.n_gpus_per_node); raise ray_kwargs.ray_init.num_cpus or start Ray "
-                f"with more --num-cpus (a logical count: workers take turns on the cores)")
+        check_rank_resources(sum(sum(counts) for counts in self.resource_pool_spec.values()), self.max_colocate_count)
 
 
 @register_trainer(TRAINER_MODE)

@@ -18,7 +18,7 @@ import ray
 from verl.trainer.sft_trainer_ray import SFTTrainer as RaySFTTrainer
 
 from dft_verl.losses import make_loss_fn
-from dft_verl.platform.cpu import use_cpu_platform
+from dft_verl.platform.cpu import check_rank_resources, use_cpu_platform
 from dft_verl.platform.workers import GlooReadyTrainingWorker
 from dft_verl.trainer.sft import (
     LossFamilyMixin, SeededShuffleMixin, check_loss_setup, kl_anchor_reference, select_platform, training_client,
@@ -42,9 +42,13 @@ def ray_training_group(trainer, loss_fn):
         checkpoint_config=trainer.checkpoint_config,
         profiler_config=trainer.profiler_config,
     )
-    trainer.resource_pool = RayResourcePool(
-        process_on_nodes=[trainer.config.trainer.n_gpus_per_node] * trainer.config.trainer.nnodes
+    cpu = use_cpu_platform()
+    trainer.resource_pool = RayResourcePool(  # on CPU one process per bundle: one Ray CPU per rank
+        process_on_nodes=[trainer.config.trainer.n_gpus_per_node] * trainer.config.trainer.nnodes,
+        **({"max_colocate_count": 1} if cpu else {}),
     )
+    if cpu:
+        check_rank_resources(trainer.resource_pool.world_size, trainer.resource_pool.max_colocate_count)
     worker = RayClassWithInitArgs(ray.remote(GlooReadyTrainingWorker), config=config)
     group = RayWorkerGroup(
         resource_pool=trainer.resource_pool, ray_cls_with_init=worker, device_name=trainer.config.trainer.device
