@@ -19,7 +19,7 @@ PLACEMENT_TAG = "[dft_verl] placement:"
 RANK_RESOURCE_ENV = "DFT_VERL_RAY_RANK_RESOURCE"
 # Ray's driver folds lines that differ only in numbers and ids ("[repeated 3x across cluster]"), which would keep one
 # rank's placement line of many: the driver's environment exempts them
-DEDUP_ENV = {"RAY_DEDUP_LOGS_SKIP_REGEX": re.escape(PLACEMENT_TAG)}
+DEDUP_ENV = {"RAY_DEDUP_LOGS_ALLOW_REGEX": re.escape(PLACEMENT_TAG)}
 PLACEMENT_LINE = re.compile(re.escape(PLACEMENT_TAG) + r" (?P<role>.+?)(?: rank (?P<rank>\d+)/(?P<world>\d+))? "
                             r"node (?P<node>\S+) ip (?P<ip>\S+) host (?P<host>\S+)")
 

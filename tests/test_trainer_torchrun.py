@@ -40,7 +40,7 @@ def run_trainer(model, data, ckpt, loss_type, steps, extra=()):
         "-m", "dft_verl.trainer.sft",
         f"data.train_files={data}", f"model.path={model}",
         "data.train_batch_size=16", "data.micro_batch_size_per_gpu=4", "data.max_length=128",
-        f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={ckpt}",
+        f"trainer.total_training_steps={'null' if steps is None else steps}", f"trainer.default_local_dir={ckpt}",
         "trainer.save_freq=2", "optim.lr=3e-3", f"loss.type={loss_type}",
         *cpu_overrides(), *extra,
     ]
@@ -78,6 +78,22 @@ def test_training_lowers_ce_and_checkpoints_resume(tiny_model_dir, sft_parquet, 
     assert sorted(ce2) == [5, 6], log2[-3000:]
     assert ce2[5] < ce[1]
     assert (ckpt / "global_step_6").is_dir()
+
+
+def test_a_run_resumed_at_an_epoch_end_trains_like_a_clean_run(tiny_model_dir, sft_parquet, tmp_path):
+    """64 rows, 16 per step: 4 steps per epoch. A run stopped after epoch 1 (checkpoint 4, saved after the epoch's last
+    batch) and resumed for 2 epochs trains steps 5-8 on epoch 2's order, as a clean 2-epoch run does (verl 0.9.1 alone
+    restores an exhausted loader there and ends after 4 steps: dft_verl.trainer.sft.DataOrderMixin)."""
+    epochs = ["trainer.total_epochs=2", "trainer.save_freq=4"]
+    clean = run_trainer(tiny_model_dir, sft_parquet, tmp_path / "clean", "dft", steps=None, extra=epochs)
+    run_trainer(tiny_model_dir, sft_parquet, tmp_path / "resumed", "dft", steps=None,
+                extra=["trainer.total_epochs=1", "trainer.save_freq=4"])
+    resumed = run_trainer(tiny_model_dir, sft_parquet, tmp_path / "resumed", "dft", steps=None, extra=epochs)
+    ce_clean, ce_resumed = metric_series(clean, "dft/ce"), metric_series(resumed, "dft/ce")
+    assert sorted(ce_clean) == [1, 2, 3, 4, 5, 6, 7, 8], clean[-3000:]
+    assert sorted(ce_resumed) == [5, 6, 7, 8], resumed[-3000:]
+    assert all(ce_resumed[s] == pytest.approx(ce_clean[s], rel=1e-5) for s in ce_resumed), (ce_clean, ce_resumed)
+    assert (tmp_path / "resumed" / "latest_checkpointed_iteration.txt").read_text().strip() == "8"
 
 
 @pytest.mark.parametrize(

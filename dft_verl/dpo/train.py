@@ -24,7 +24,7 @@ from verl.trainer.sft_trainer import SFTTrainer
 from dft_verl.dpo.data import DPODataError, DPOPairDataset, PairCollator, check_dpo_files, mark_pair_groups
 from dft_verl.dpo.loss import DPOConfig, make_dpo_loss_fn
 from dft_verl.trainer.metrics import ReducingClient
-from dft_verl.trainer.sft import SeededShuffleMixin, select_platform
+from dft_verl.trainer.sft import DataOrderMixin, select_platform
 
 
 class PairGroupingClient:
@@ -91,7 +91,7 @@ class DPOMixin:
         return ReducingClient(PairGroupingClient(client))
 
 
-class DPOTrainer(DPOMixin, SeededShuffleMixin, SFTTrainer):
+class DPOTrainer(DPOMixin, DataOrderMixin, SFTTrainer):
     """verl's engine SFT trainer (torchrun) optimising the DPO loss on preference pairs."""
 
     def data_parallel_size(self) -> int:

@@ -17,7 +17,7 @@ from verl.trainer.sft_trainer_ray import SFTTrainer as RaySFTTrainer
 from dft_verl.dpo.data import check_dpo_files
 from dft_verl.dpo.loss import DPOConfig, make_dpo_loss_fn
 from dft_verl.dpo.train import DPOMixin, check_dpo_data_config
-from dft_verl.trainer.sft import SeededShuffleMixin, select_platform
+from dft_verl.trainer.sft import DataOrderMixin, select_platform
 from dft_verl.trainer.sft_ray import connect_ray, ray_training_group
 
 
@@ -28,7 +28,7 @@ def check_ray_dpo_config(config) -> None:
                          "trainer.balance_batch=False")
 
 
-class DPORayTrainer(DPOMixin, SeededShuffleMixin, RaySFTTrainer):
+class DPORayTrainer(DPOMixin, DataOrderMixin, RaySFTTrainer):
     """verl's Ray SFT trainer optimising the DPO loss on preference pairs."""
 
     def data_parallel_size(self) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from dft_verl import cost
-from dft_verl.table3 import launch, plan
+from dft_verl.table3 import cluster, launch, plan
 from dft_verl.table3.manifest import Manifest, step_inputs
 from dft_verl.table3.settings import Settings
 
@@ -37,9 +37,14 @@ def children_cpu_seconds() -> float:
 
 
 class StepFailed(RuntimeError):
-    def __init__(self, step: plan.Step, rc: int, log: Path):
-        self.step, self.rc, self.log = step, rc, log
-        super().__init__(f"FAILED (exit {rc}): {step.id}; full log: {log}")
+    """A step's process ended with ``rc`` != 0; ``lost``: the Ray nodes that died while it ran (RAY_ADDRESS)."""
+
+    def __init__(self, step: plan.Step, rc: int, log: Path, lost: list[str] | None = None):
+        self.step, self.rc, self.log, self.lost = step, rc, log, list(lost or [])
+        message = f"FAILED (exit {rc}): {step.id}; full log: {log}"
+        if self.lost:
+            message += "; lost during the step: " + "; ".join(self.lost)
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,16 @@ class Runner:
             if var in step.env:
                 Path(step.env[var]).parent.mkdir(parents=True, exist_ok=True)
         t0, cpu0 = time.perf_counter(), children_cpu_seconds()
-        self._run_process(step, args)
+        on_cluster = bool(s.RAY_ADDRESS) and not step.local
+        nodes = cluster.alive_nodes(s.RAY_ADDRESS) if on_cluster else set()
+        try:
+            self._run_process(step, args)
+        except StepFailed as failed:
+            if len(nodes) > 1:  # a multi-node cluster: name the nodes Ray lost while the step ran
+                lost = cluster.lost_nodes(s.RAY_ADDRESS, nodes)
+                if lost:
+                    raise StepFailed(step, failed.rc, failed.log, lost) from None
+            raise
         seconds, cpu_seconds = time.perf_counter() - t0, children_cpu_seconds() - cpu0
         if s.node0:
             manifest.finish(inputs, seconds, **self._usage(step, cpu_seconds))

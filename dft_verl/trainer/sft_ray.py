@@ -21,7 +21,7 @@ from dft_verl.losses import make_loss_fn
 from dft_verl.platform.cpu import check_rank_resources, use_cpu_platform
 from dft_verl.platform.workers import GlooReadyTrainingWorker
 from dft_verl.trainer.sft import (
-    LossFamilyMixin, SeededShuffleMixin, check_loss_setup, kl_anchor_reference, select_platform, training_client,
+    LossFamilyMixin, DataOrderMixin, check_loss_setup, kl_anchor_reference, select_platform, training_client,
 )
 
 
@@ -70,7 +70,7 @@ def connect_ray() -> None:
     ray.init(runtime_env={"env_vars": env} if env else None)
 
 
-class DFTRaySFTTrainer(LossFamilyMixin, SeededShuffleMixin, RaySFTTrainer):
+class DFTRaySFTTrainer(LossFamilyMixin, DataOrderMixin, RaySFTTrainer):
     """verl's Ray SFT trainer with the dft_verl loss family (``loss.type``)."""
 
     def _build_engine(self):

@@ -2,7 +2,7 @@
 # Table 3, row "dpo": DPO on (correct, wrong) pairs of the base model's own samples, then evaluation.
 # Step 1 stores the reference policy's log-probs of every pair (dft_verl.dpo.ref_logprobs); step 2 trains with
 # dft_verl.dpo.train (config dft_verl/config/dpo.yaml: verl's engine SFT trainer + the DPO loss). With RAY_ADDRESS
-# the training is one Ray job running torchrun on one node (NNODES must be 1).
+# it is dft_verl.dpo.train_ray (verl's Ray SFT trainer + the same loss): ranks on every one of NNODES nodes.
 #
 # Usage: bash recipes/table3/run_dpo.sh [hydra overrides for dft_verl.dpo.train ...]
 #   DRY_RUN=1 bash recipes/table3/run_dpo.sh    # print every command and check its config against verl; run nothing
