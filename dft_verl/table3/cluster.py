@@ -1,5 +1,6 @@
 """The Ray cluster a run submits its steps to (RAY_ADDRESS): the nodes alive when a step starts, and those of them
-that died while it ran, so a failed step names the node it lost instead of leaving a user to read Ray's logs.
+that died while it ran; and the Ray actors whose death a failed step's log reports (a rollout server or a trainer
+rank killed, out of memory, ...). A failed step names what it lost instead of leaving a user to read Ray's logs.
 
 Ray marks a node DEAD once its raylet misses health checks: about 15 s after the raylet ends with Ray's defaults
 (measured 14 s on a loopback cluster), often after the job itself has failed (a surviving rank's collective fails
@@ -8,10 +9,14 @@ within seconds). ``lost_nodes`` therefore waits up to ``wait_s`` for that verdic
 
 from __future__ import annotations
 
+import re
 import time
 
 NODE_DEATH_WAIT_S = 30.0  # how long a failed step waits for Ray to declare a node of its cluster dead
 POLL_S = 1.0
+# Ray's ActorDiedError, as a driver prints it: "class_name: X\n\tactor_id: ...\n\tpid: N\n\tname: ...\n\t...ip: ..."
+ACTOR_DIED = re.compile(r"class_name: (?P<cls>\S+)\s+actor_id: (?P<id>\w+)\s+pid: (?P<pid>\d+)"
+                        r"(?:\s+name: (?P<name>\S*))?(?:\s+namespace: \S*)?\s+ip: (?P<ip>\S+)")
 
 
 def _nodes(address: str, state: str) -> dict[str, object]:
@@ -47,3 +52,14 @@ def lost_nodes(address: str, before: set[str], wait_s: float = NODE_DEATH_WAIT_S
         if dead or time.monotonic() >= deadline:
             return [describe(n) for n in dead]
         time.sleep(POLL_S)
+
+
+def died_actors(log: str) -> list[str]:
+    """The Ray actors a log reports dead (Ray's ActorDiedError), once each, in the order of their first report."""
+    seen, out = set(), []
+    for m in ACTOR_DIED.finditer(log):
+        if m["id"] not in seen:
+            seen.add(m["id"])
+            name = f"{m['name']}, " if m["name"] else ""
+            out.append(f"Ray actor {m['cls']} ({name}pid {m['pid']}, ip {m['ip']}) died")
+    return out

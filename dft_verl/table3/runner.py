@@ -141,13 +141,19 @@ class Runner:
         t0, cpu0 = time.perf_counter(), children_cpu_seconds()
         on_cluster = bool(s.RAY_ADDRESS) and not step.local
         nodes = cluster.alive_nodes(s.RAY_ADDRESS) if on_cluster else set()
+        log = log_path(s, step)
+        offset = log.stat().st_size if log.is_file() else 0
         try:
             self._run_process(step, args)
         except StepFailed as failed:
-            if len(nodes) > 1:  # a multi-node cluster: name the nodes Ray lost while the step ran
-                lost = cluster.lost_nodes(s.RAY_ADDRESS, nodes)
-                if lost:
-                    raise StepFailed(step, failed.rc, failed.log, lost) from None
+            # what the step lost: the nodes of a multi-node cluster that Ray declared dead, the actors whose death
+            # this attempt's log reports
+            lost = cluster.lost_nodes(s.RAY_ADDRESS, nodes) if len(nodes) > 1 else []
+            with open(log, encoding="utf-8", errors="replace") as f:
+                f.seek(offset)
+                lost += cluster.died_actors(f.read())
+            if lost:
+                raise StepFailed(step, failed.rc, failed.log, lost) from None
             raise
         seconds, cpu_seconds = time.perf_counter() - t0, children_cpu_seconds() - cpu0
         if s.node0:
