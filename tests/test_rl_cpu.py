@@ -9,14 +9,18 @@ moves. Each run is a real Ray cluster with verl's workers, the hf rollout server
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from dft_verl.table3.cluster import died_actors
 from dft_verl.trainer.metrics import metric_series
 
 pytestmark = pytest.mark.slow
@@ -39,10 +43,10 @@ def rl_setup(tmp_path_factory):
     return root, model, root / "data" / "prepare" / "rl.parquet"
 
 
-def main_ppo(algo: str, model: str, data: Path, ckpt: Path, steps: int, log: Path, *extra: str,
-             save_freq: int | None = None) -> str:
-    """Run verl's main_ppo as a user would (2 trainer ranks), a checkpoint every ``save_freq`` steps (default: at
-    the end); return its log."""
+def main_ppo_command(algo: str, model: str, data: Path, ckpt: Path, steps: int, *extra: str,
+                     save_freq: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """verl's main_ppo as a user runs it (2 trainer ranks), a checkpoint every ``save_freq`` steps (default: at the
+    end): its argv and environment."""
     cmd = [
         sys.executable, "-m", "verl.trainer.main_ppo",
         "--config-path=pkg://dft_verl.config.online", f"--config-name={algo}", "+platform=cpu",
@@ -57,6 +61,13 @@ def main_ppo(algo: str, model: str, data: Path, ckpt: Path, steps: int, log: Pat
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
     env.pop("VERL_PLATFORM", None)  # +platform=cpu alone must be enough
+    return cmd, env
+
+
+def main_ppo(algo: str, model: str, data: Path, ckpt: Path, steps: int, log: Path, *extra: str,
+             save_freq: int | None = None) -> str:
+    """Run main_ppo (``main_ppo_command``); return its log."""
+    cmd, env = main_ppo_command(algo, model, data, ckpt, steps, *extra, save_freq=save_freq)
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=900, cwd=log.parent)
     text = log.read_text()
@@ -112,6 +123,29 @@ def test_grpo_trains_checkpoints_and_resumes_to_the_same_weights(rl_setup):
 
     shutil.rmtree(ckpt / f"global_step_{STEPS}")
     (ckpt / "latest_checkpointed_iteration.txt").write_text(str(STEPS - 1))
+    # a resumed run whose rollout server is killed (by PID) as it comes up: the run fails, no hang, and what
+    # dft_verl.table3 reports of a failed step names the dead server
+    cmd, env = main_ppo_command("grpo", model, data, ckpt, STEPS, save_freq=1)
+    killed_log = root / "grpo_killed.log"
+    with open(killed_log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=root)
+        try:
+            deadline, pid = time.time() + 300, None
+            while pid is None:
+                found = re.search(r"\(HFRolloutServer pid=(\d+)\)[^\n]*placement: rollout replica",
+                                  killed_log.read_text())
+                pid = int(found.group(1)) if found else None
+                assert proc.poll() is None and time.time() < deadline, killed_log.read_text()[-3000:]
+                time.sleep(0.2)
+            os.kill(pid, signal.SIGKILL)
+            rc = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert rc != 0
+    died = died_actors(killed_log.read_text())
+    assert any(d.startswith("Ray actor HFRolloutServer (") and f"pid {pid}," in d for d in died), died
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS - 1)
     resumed = main_ppo("grpo", model, data, ckpt, STEPS, root / "grpo_resume.log",
                        f"trainer.rollout_data_dir={root / 'rollouts_resumed'}", save_freq=1)
     assert f"Resuming from {ckpt}/global_step_{STEPS - 1}" in resumed
