@@ -6,7 +6,8 @@ Backends (same call, same output shape ``out[i][j]`` = j-th response to prompt i
             ``batch_seed(seed, b)``, so a rerun with the same seed and batch_size gives the same text, and
             batch b does not depend on whether batches < b ran (resumable callers may skip them, and
             ``start`` continues a run: see ``generate``).
-            ``processes=P`` completes the batches in P spawned worker processes (data parallel), same output.
+            ``processes=P`` completes the batches in P spawned worker processes (data parallel), same output; in a
+            Ray job (or a process connected to Ray) in P Ray actors spread over the cluster's nodes instead.
     "vllm"  vLLM's offline ``LLM`` in this process, built once per process and reused. Prompt i gets
             ``SamplingParams(n=n, seed=batch_seed(seed, i))``: repeatable per prompt, whatever the batching.
             GPUs: vLLM's CUDA build; CPU: its CPU build (``bash scripts/install.sh --vllm``), same code, eager mode
@@ -189,7 +190,8 @@ def _generate_hf(model_path, prompts, n, temperature, top_p, max_new_tokens, see
                for b, s in enumerate(starts)]
     processes = min(processes, len(batches))
     if processes > 1:
-        done = _sample_in_workers(str(model_path), dtype, processes, [kw for _, kw in batches])
+        spread = _sample_in_ray if _on_ray_cluster() else _sample_in_workers
+        done = spread(str(model_path), dtype, processes, [kw for _, kw in batches])
     else:
         model, _ = load_hf(str(model_path), dtype)
         done = ((b, _sample_batch(model, tokenizer, **kw)) for b, (_, kw) in enumerate(batches))
@@ -242,6 +244,50 @@ def _hf_worker(model_path: str, dtype: str, threads: int, tasks, results) -> Non
             b = None
     except BaseException:
         results.put(("error", b, traceback.format_exc()))
+
+
+def _on_ray_cluster() -> bool:
+    """Whether this process belongs to a Ray cluster (a Ray job's entrypoint, which Ray gives RAY_ADDRESS, or a
+    process already connected): the batches then spread over its nodes."""
+    if os.environ.get("RAY_ADDRESS"):
+        return True
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+class RaySampler:
+    """One hf model in a Ray actor, for ``_sample_in_ray``: its node's cores shared by ``share`` samplers."""
+
+    def __init__(self, model_path: str, dtype: str, share: int, index: int):
+        import torch
+
+        from dft_verl.placement import placement_line
+
+        print(placement_line(f"hf sampler {index}"), flush=True)
+        torch.set_num_threads(max(1, cpu_cores() // share))
+        self.model, self.tokenizer = load_hf(model_path, dtype)
+
+    def sample(self, b: int, kwargs: dict) -> tuple[int, list[str]]:
+        return b, _sample_batch(self.model, self.tokenizer, **kwargs)
+
+
+def _sample_in_ray(model_path: str, dtype: str, processes: int, batches: list[dict]):
+    """Yield ``(b, texts)`` for every batch, completed by ``processes`` Ray actors spread over the cluster's nodes
+    (``SPREAD``, one Ray CPU each; each logs its node): the same texts as one process, each batch seeded by its
+    index. An actor that fails or dies raises Ray's error naming it; every actor is ended before this returns."""
+    import ray
+    from ray.util import ActorPool
+
+    if not ray.is_initialized():
+        ray.init(logging_level="ERROR")
+    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(RaySampler)
+    actors = [remote.remote(model_path, dtype, processes, k) for k in range(processes)]
+    try:
+        yield from ActorPool(actors).map_unordered(lambda actor, item: actor.sample.remote(*item),
+                                                   list(enumerate(batches)))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
 
 
 def _sample_in_workers(model_path: str, dtype: str, processes: int, batches: list[dict]):

@@ -102,7 +102,8 @@ class LoopbackCluster:
         ports = [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
                  f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                  f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
-        lo = free_port() // 100 * 100 % 50000 + 10000
+        # worker ports: 100 of its own per node, below the ephemeral range and clear of Ray's fixed defaults (10001)
+        lo = 20000 + (os.getpid() % 55) * 200 + 100 * len(self.nodes)
         argv = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
                 f"--resources={resources}", *ports, f"--min-worker-port={lo}", f"--max-worker-port={lo + 99}", *args]
         with open(log, "w") as f:

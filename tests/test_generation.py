@@ -182,6 +182,31 @@ def test_processes_give_the_same_samples_as_one_process(tiny_chat):
     assert generate(tiny_chat, MANY[4:], start=4, **kw) == one[4:]  # prompt 4 alone continues the run: batch 3
 
 
+def test_processes_on_a_ray_cluster_are_ray_actors_with_the_same_samples(tiny_chat, capfd):
+    """Connected to Ray (what a Ray job's entrypoint is), processes=2 runs two Ray actors (each logs its node) instead
+    of spawned workers: the same text, sample for sample; their CPUs free again afterwards."""
+    import ray
+
+    from dft_verl.placement import placements
+
+    kw = dict(n=3, temperature=1.0, max_new_tokens=12, batch_size=4, seed=5, progress=False)
+    one = generate(tiny_chat, MANY, **kw)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        two = generate(tiny_chat, MANY, processes=2, **kw)
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        free = ray.available_resources().get("CPU", 0)
+        time.sleep(1)  # Ray forwards the actors' output to this process in the background
+    finally:
+        ray.shutdown()
+    assert two == one
+    assert free == 2
+    assert sorted(p["role"] for p in placements(capfd.readouterr().out)) == ["hf sampler 0", "hf sampler 1"]
+    assert generate_workers() == []
+
+
 def test_worker_failure_names_the_stage_and_leaves_no_process(tiny_chat, tmp_path):
     """The parent needs only the tokenizer; a folder whose weights are missing fails in the workers."""
     broken = tmp_path / "no-weights"

@@ -6,8 +6,8 @@ tests/ray_nodes.py), then
         PRESET=cpu-tiny bash recipes/table3/run_all.sh data sft dpo grpo
 
 Every step is a `ray job submit`; the SFT row (dft_verl.trainer.sft_ray), DPO (dft_verl.dpo.train_ray) and GRPO
-(verl's main_ppo, trainer.nnodes=2) place one rank on each node, and each rank's log line says which node it ran
-on. The outputs land where a local run puts them; a failing job fails the script. Then a node is lost mid-row: its
+(verl's main_ppo, trainer.nnodes=2) place one rank on each node, the data step's sampling and each evaluation run one
+hf sampler actor on each node, and each rank's or sampler's log line says which node it ran on. The outputs land where a local run puts them; a failing job fails the script. Then a node is lost mid-row: its
 raylet is killed while a row trains; the run fails within a bounded time naming the row and the lost node, and the
 same command, once the node is back, resumes from the last checkpoint to the step count of a clean run, leaving the
 finished rows as they were.
@@ -36,7 +36,11 @@ from dft_verl.trainer.metrics import metric_series
 
 pytestmark = pytest.mark.slow
 
-TWO_NODES = {"NNODES": "2", "N_GPUS_PER_NODE": "1", "RAY_RANK_RESOURCE": RANK_SLOT, "VERIFY_USE_RAY": "true", **AUTH}
+# sampling and evaluation in two hf processes each, which in a Ray job are Ray actors spread over the nodes
+TWO_NODES = {"NNODES": "2", "N_GPUS_PER_NODE": "1", "RAY_RANK_RESOURCE": RANK_SLOT, "VERIFY_USE_RAY": "true",
+             "SAMPLE_PROCESSES": "2", "SAMPLE_BATCH_SIZE": "8",
+             "EVAL_ARGS": "--benchmarks math500 --k 2 --max-new-tokens 48 --batch-size 4 --num-workers 1 --processes 2",
+             **AUTH}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def test_rows_as_ray_jobs_land_where_the_local_run_puts_them(cluster, two_node_r
     assert (runs / "report" / "table3.csv").is_file()
 
 
-def test_every_trained_row_places_a_rank_on_each_node(cluster, two_node_run):
+def test_every_trained_row_places_a_rank_on_each_node_and_sampling_spreads(cluster, two_node_run):
     runs, _ = two_node_run
     ids = cluster.node_ids()
     name = {node_id: node for node, node_id in ids.items()}
@@ -96,6 +100,11 @@ def test_every_trained_row_places_a_rank_on_each_node(cluster, two_node_run):
             replicas = {p["role"]: name[p["node"]] for p in lines if p["role"].startswith("rollout replica")}
             assert sorted(replicas.values()) == ["head", "worker"], lines
             where["grpo rollout"] = replicas
+    # the data step's sampling and each evaluation: one hf sampler on each node
+    for log in (runs / "data" / "pipeline.log", runs / "sft" / "eval.log", runs / "grpo" / "eval.log"):
+        samplers = {p["role"]: name[p["node"]] for p in placements(log.read_text()) if p["role"].startswith("hf sampler")}
+        assert sorted(samplers.values()) == ["head", "worker"], (log, samplers)
+        where[str(log.relative_to(runs))] = samplers
     print("where each rank ran:", json.dumps(where, sort_keys=True))
 
 
