@@ -41,3 +41,28 @@ def died_ip(message: str) -> str:
 
 def test_no_nodes_to_lose_answers_at_once():
     assert lost_nodes("http://127.0.0.1:9", set(), wait_s=30) == []
+
+
+def test_a_cluster_without_room_for_the_ranks_is_refused_naming_the_flag(monkeypatch):
+    """Before verl would wait forever on placement groups Ray cannot place: with RAY_RANK_RESOURCE, too few rank
+    slots (or too few CPUs for verl's bundles of max_colocate_count CPUs) is an error naming what to start."""
+    import ray
+
+    from dft_verl.placement import RANK_RESOURCE_ENV
+    from dft_verl.platform.cpu import PlatformCPU, check_rank_resources
+
+    monkeypatch.setenv(RANK_RESOURCE_ENV, "rank_slot")
+    assert PlatformCPU().ray_resource_options(0.5) == {"num_cpus": 1, "resources": {"rank_slot": 0.5}}
+    ray.init(num_cpus=4, resources={"rank_slot": 1}, include_dashboard=False, logging_level="ERROR")
+    try:
+        check_rank_resources(1, 3)
+        with pytest.raises(ValueError, match=r"1 free rank_slot for 2 trainer ranks .*--resources='\{\"rank_slot\""):
+            check_rank_resources(2, 1)
+        with pytest.raises(ValueError, match=r"4 free CPUs for 1 trainer ranks .* of 10 Ray CPUs each"):
+            check_rank_resources(1, 10)
+        monkeypatch.delenv(RANK_RESOURCE_ENV)  # plain CPUs: one per rank
+        check_rank_resources(4, 3)
+        with pytest.raises(ValueError, match="4 free CPUs for 5 trainer ranks"):
+            check_rank_resources(5, 3)
+    finally:
+        ray.shutdown()

@@ -42,7 +42,8 @@ def rank_resource() -> str:
 def check_rank_resources(ranks: int, cpus_per_rank: int) -> None:
     """Refuse, before verl waits forever on a placement group that cannot be placed, a Ray cluster without free room
     for ``ranks`` trainer ranks: that many rank slots (with a custom rank resource) and ``cpus_per_rank`` Ray CPUs
-    each (verl's bundle: ``{"CPU": max_colocate_count, <slot>: 1}``), or ``ranks`` CPUs."""
+    each (verl's bundle: ``{"CPU": max_colocate_count, <slot>: 1}``), or ``ranks`` CPUs. Semi-private seam:
+    ``ray._private.state.available_resources_per_node`` (tests/test_table3_cluster.py)."""
     import ray
 
     free = {}
