@@ -4,8 +4,8 @@ variable naming the resource that places CPU ranks on nodes (``RANK_RESOURCE_ENV
     [dft_verl] placement: trainer rank 1/2 node 3f9c...e1 ip 10.0.0.7 host gpu-node-2
 
 Ray forwards worker output to the driver (and a Ray job's log), so the line lands in the row's log; ``DEDUP_ENV`` in
-the driver's environment keeps every rank's line. Two Ray nodes on
-one machine share the IP and host; the node id tells them apart.
+the driver's environment keeps every rank's line. Two Ray nodes on one machine share the IP and host; the node id
+tells them apart.
 """
 
 from __future__ import annotations

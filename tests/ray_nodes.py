@@ -55,7 +55,6 @@ class Node:
     proc: subprocess.Popen
     temp: str
     log: Path
-    node_id: str = ""
 
     def raylet_pid(self) -> int:
         for pid in processes_under(self.temp):
@@ -150,9 +149,6 @@ class LoopbackCluster:
             for key in n.resources_total:
                 if key.startswith("node_") and key[5:] in self.nodes:
                     out[key[5:]] = n.node_id
-        for name, node_id in out.items():
-            if state == "ALIVE":
-                self.nodes[name].node_id = node_id
         return out
 
     def stop(self) -> None:

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
+from dft_verl.placement import placement_line
 from dft_verl.rollout import stable_hash
 from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
@@ -100,8 +101,6 @@ class HFRolloutServer:
         self.model_config: HFModelConfig = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
         check_supported(self.model_config)
         self.replica_rank = replica_rank
-        from dft_verl.placement import placement_line
-
         print(placement_line(f"rollout replica {replica_rank}"), flush=True)
         self.options = server_options(self.config)
         if self.options["num_threads"]:

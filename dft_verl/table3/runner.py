@@ -37,7 +37,8 @@ def children_cpu_seconds() -> float:
 
 
 class StepFailed(RuntimeError):
-    """A step's process ended with ``rc`` != 0; ``lost``: the Ray nodes that died while it ran (RAY_ADDRESS)."""
+    """A step's process ended with ``rc`` != 0; ``lost``: what it lost while it ran (dft_verl.table3.cluster): Ray
+    nodes declared dead (RAY_ADDRESS, several nodes), Ray actors its log reports dead."""
 
     def __init__(self, step: plan.Step, rc: int, log: Path, lost: list[str] | None = None):
         self.step, self.rc, self.log, self.lost = step, rc, log, list(lost or [])
