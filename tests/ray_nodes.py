@@ -25,10 +25,22 @@ AUTH = {"RAY_AUTH_MODE": "disabled"}
 RANK_SLOT = "rank_slot"  # the custom resource counting trainer ranks per node (RAY_RANK_RESOURCE)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int, taken: set[int]) -> list[int]:
+    """``n`` distinct free loopback ports, none in ``taken`` (which they join). Every socket stays bound until all
+    ``n`` are chosen: a port freed and then handed out again would give two of a node's daemons one port."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+            if (port := s.getsockname()[1]) not in taken:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    taken.update(ports)
+    return ports
 
 
 def processes_under(folder: str) -> list[int]:
@@ -88,6 +100,7 @@ class LoopbackCluster:
     gcs_port: int = 0
     dashboard_port: int = 0
     nodes: dict[str, Node] = field(default_factory=dict)
+    ports_taken: set[int] = field(default_factory=set)  # every port handed to a node so far
 
     @property
     def address(self) -> str:
@@ -98,9 +111,9 @@ class LoopbackCluster:
         temp = tempfile.mkdtemp(prefix=f"ray{name[:1]}", dir="/tmp")
         log = self.root / f"node_{name}.log"
         resources = json.dumps({f"node_{name}": 1, RANK_SLOT: rank_slots})
-        ports = [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-                 f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-                 f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+        flags = ("node-manager", "object-manager", "metrics-export", "dashboard-agent-listen", "dashboard-agent-grpc",
+                 "runtime-env-agent")
+        ports = [f"--{flag}-port={port}" for flag, port in zip(flags, free_ports(len(flags), self.ports_taken))]
         # worker ports: 100 of its own per node, below the ephemeral range and clear of Ray's fixed defaults (10001)
         lo = 20000 + (os.getpid() % 55) * 200 + 100 * len(self.nodes)
         argv = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
@@ -112,10 +125,10 @@ class LoopbackCluster:
         return node
 
     def start_head(self, num_cpus: int, rank_slots: int) -> Node:
-        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.gcs_port, self.dashboard_port, client_port = free_ports(3, self.ports_taken)
         node = self._start("head", rank_slots, ["--head", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}",
                                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                                    "--include-dashboard=true", f"--ray-client-server-port={free_port()}"])
+                                    "--include-dashboard=true", f"--ray-client-server-port={client_port}"])
         self.wait_for_jobs(node)
         return node
 
