@@ -1,15 +1,15 @@
-"""Speed of the hf generation backend on CPU: processes x threads x batch size, against a matmul bound.
+"""Speed of the hf generation backend on CPU: dtype x processes x threads x batch size, against a matmul bound.
 
 Same model, prompts (the demo's arithmetic questions, `dft_verl.prompts.build_prompt`), sampling (n per prompt,
 temperature 1.0, seed 0) and token budget for every configuration, measured side by side in one run:
 
-    config P x T, batch B   ``dft_verl.generation.generate(..., batch_size=B, processes=P)``, T = cores / P torch
+    config P x T, batch B   ``dft_verl.generation.generate(..., batch_size=B, processes=P, dtype=D)``, T = cores / P
                             threads; wall time of the whole call (P > 1 includes spawning the workers and their
                             model load, as a user pays it; P = 1 reuses the model the warm-up loaded)
     tokens/s                generated tokens (each response re-tokenized, +1 for the EOS of one shorter than the
                             budget) / wall seconds
-    same samples            P > 1 returned exactly the P = 1 texts at that batch size
-    bound                   decode-step matmuls only: measured fp32 GFLOP/s of ``F.linear`` over the model's own
+    same samples            P > 1 returned exactly the P = 1 texts at that batch size and dtype
+    bound                   decode-step matmuls only: measured GFLOP/s (in that dtype) of ``F.linear`` over the model's own
                             weight shapes at [B, in] inputs, P processes at once (P x T = cores), divided by
                             2 x (weights in those matmuls) FLOPs per token (~2 x parameters: the tied lm_head is
                             counted, the embedding lookup is not). Attention over <= ~130 positions adds ~3%
@@ -17,6 +17,10 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
     prefill share           time of one full prefill forward (the batch's left-padded prompts, cache built) /
                             time per batch of the P = 1 run (which prefills each prompt once). Prefilling each prompt once and expanding its KV cache
                             n times (what generate does) saves at most (1 - 1/n) x that share
+    attention               ``rollout.sampler.sample`` over the first --compare-sequences sequences, batch max(B), one
+                            process, per dtype: the model loaded with transformers' "sdpa" attention against
+                            ``dft_verl.attention``'s gqa_sdpa (what the sampler loads), wall time and whether the
+                            tokens are the same
     prefill once            ``rollout.sampler.sample`` over the first --compare-sequences sequences in batches of B,
                             one process: wall time with ``share_prompt_prefill`` off / on, and whether the tokens
                             are the same
@@ -29,7 +33,8 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
                             stage pays: start-up + one call, hf's best configuration against vLLM
 
     python bench/generation_speed.py                  # SmolLM2-135M-Instruct if converted (dft-verl demo), else tiny
-    python bench/generation_speed.py --sequences 128 --n 4 --max-new-tokens 64 --batches 16,32,64 --processes 1,2
+    python bench/generation_speed.py --sequences 128 --n 4 --max-new-tokens 64 --batches 16,32,64 --processes 1,2 \
+        --dtypes float32,bfloat16                  # bfloat16 by default where the CPU has it natively
     python bench/generation_speed.py --model tiny --vllm only   # the cpu-tiny model kind, vLLM against one hf row
 """
 
@@ -55,27 +60,28 @@ def default_model() -> str:
     return build_tiny_model("/tmp/dft_verl_bench/tiny")
 
 
-def linear_weights(model_path: str):
+def linear_weights(model_path: str, dtype: str = "float32"):
     """Weights of every matmul a decode step runs (nn.Linear layers and the output head), as [out, in] tensors."""
     import torch
 
     from dft_verl.generation import load_hf
 
-    model, _ = load_hf(model_path)
+    model, _ = load_hf(model_path, dtype)
     weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
     return weights
 
 
-def matmul_rate(model_path: str, threads: int, batches: list[int], seconds: float, barrier) -> dict[int, float]:
-    """fp32 GFLOP/s of ``F.linear`` at [B, in] inputs over the model's weights, per batch size B (in a worker)."""
+def matmul_rate(model_path: str, threads: int, batches: list[int], seconds: float, barrier,
+                dtype: str = "float32") -> dict[int, float]:
+    """GFLOP/s of ``F.linear`` at [B, in] inputs over the model's weights in ``dtype``, per batch size B (in a worker)."""
     import torch
 
     torch.set_num_threads(threads)
-    weights = linear_weights(model_path)
+    weights = linear_weights(model_path, dtype)
     flops_per_row = 2 * sum(w.numel() for w in weights)
     rates = {}
     for b in batches:
-        xs = [torch.randn(b, w.shape[1]) for w in weights]
+        xs = [torch.randn(b, w.shape[1], dtype=w.dtype) for w in weights]
         for x, w in zip(xs, weights):  # warm-up
             torch.nn.functional.linear(x, w)
         barrier.wait()  # the P processes measure at the same time, sharing memory bandwidth as in decoding
@@ -88,7 +94,8 @@ def matmul_rate(model_path: str, threads: int, batches: list[int], seconds: floa
     return rates
 
 
-def concurrent_matmul_rate(model_path: str, processes: int, threads: int, batches: list[int], seconds: float):
+def concurrent_matmul_rate(model_path: str, processes: int, threads: int, batches: list[int], seconds: float,
+                           dtype: str = "float32"):
     """Sum over ``processes`` spawned workers (measuring together) of their GFLOP/s, per batch size."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -96,7 +103,7 @@ def concurrent_matmul_rate(model_path: str, processes: int, threads: int, batche
     ctx = mp.get_context("spawn")
     barrier = ctx.Manager().Barrier(processes)
     with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-        parts = [f.result() for f in [pool.submit(matmul_rate, model_path, threads, batches, seconds, barrier)
+        parts = [f.result() for f in [pool.submit(matmul_rate, model_path, threads, batches, seconds, barrier, dtype)
                                       for _ in range(processes)]]
     return {b: sum(p[b] for p in parts) for b in batches}
 
@@ -145,6 +152,33 @@ def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: i
     return seconds[False], seconds[True], tokens[False] == tokens[True]
 
 
+def attention_times(model_path: str, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int,
+                    dtype: str) -> dict[str, tuple[float, list]]:
+    """{attention: (seconds, tokens)} of sampling ``sequences`` sequences in batches of ``batch`` with the model loaded
+    with transformers' "sdpa" and with gqa_sdpa (same seeds)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dft_verl.attention import for_inference
+    from dft_verl.generation import batch_seed, chat_texts
+    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
+
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
+    seqs = [ids[i] for i in range(len(ids)) for _ in range(n)][:sequences]
+    out = {}
+    for attn in ("sdpa", for_inference("sdpa")):
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
+                                                     attn_implementation=attn).eval()
+        eos = eos_token_ids(model.generation_config, tokenizer)
+        t0 = time.perf_counter()
+        tokens = [c.token_ids for b, s in enumerate(range(0, len(seqs), batch))
+                  for c in sample(model, seqs[s : s + batch], [max_new] * len(seqs[s : s + batch]),
+                                  SamplingParams(temperature=1.0), eos, tokenizer.pad_token_id,
+                                  generator_seed=batch_seed(0, b), share_prompt_prefill=True)]
+        out[attn] = (time.perf_counter() - t0, tokens)
+    return out
+
+
 def vllm_rows(model_path: str, prompts, kw: dict, tokenizer, budget: int) -> dict:
     """vLLM's CPU build on the same sampling: engine start-up, then the whole set twice (tokens/s, same text)."""
     from dft_verl.generation import generate
@@ -170,6 +204,9 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batches", default="16,32,64")
     p.add_argument("--processes", default="1,2")
+    p.add_argument("--dtypes", default=None,
+                   help="model dtypes, comma-separated (default: float32,bfloat16 where the CPU has native bf16 "
+                        "(dft_verl.platform.cpu.native_bf16), else float32)")
     p.add_argument("--matmul-seconds", type=float, default=3.0, help="time per matmul measurement")
     p.add_argument("--compare-sequences", type=int, default=64,
                    help="sequences of the prefill-once comparison (0: skip it)")
@@ -190,6 +227,7 @@ def main() -> None:
 
     from dft_verl.demo.tasks import make_problems
     from dft_verl.generation import cpu_cores, generate, load_hf
+    from dft_verl.platform.cpu import native_bf16
     from dft_verl.prompts import build_prompt
 
     load = [os.getloadavg()[0]]
@@ -207,33 +245,47 @@ def main() -> None:
     generate(model_path, prompts[:1], batch_size=1, processes=2, **{**kw, "n": 2, "max_new_tokens": 1})
     startup = time.perf_counter() - t0
 
-    rates = {pr: (concurrent_matmul_rate(model_path, pr, max(1, cores // pr), batches, args.matmul_seconds)
-                  if args.vllm != "only" else {b: float("nan") for b in batches}) for pr in procs}
+    dtypes = (args.dtypes or ("float32,bfloat16" if native_bf16() else "float32")).split(",")
+    rates = {(dt, pr): (concurrent_matmul_rate(model_path, pr, max(1, cores // pr), batches, args.matmul_seconds, dt)
+                        if args.vllm != "only" else {b: float("nan") for b in batches}) for dt in dtypes for pr in procs}
     prefill = {b: prefill_seconds(model, tokenizer, prompts, args.n, b) for b in batches}
     n_prompts = len(prompts)
-    print(f"model {model_path} ({weights / 1e6:.1f}M weights in matmuls, fp32); {n_prompts} prompts x n={args.n} "
-          f"= {n_prompts * args.n} sequences, <= {args.max_new_tokens} new tokens, T=1.0; {cores} cores; "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
-    print("matmul GFLOP/s at decode shapes (all processes together): " + "; ".join(
-        f"{pr} x {max(1, cores // pr)}: " + ", ".join(f"B={b} {rates[pr][b]:.1f}" for b in batches) for pr in procs))
+    print(f"model {model_path} ({weights / 1e6:.1f}M weights in matmuls); {n_prompts} prompts x n={args.n} "
+          f"= {n_prompts * args.n} sequences, <= {args.max_new_tokens} new tokens, T=1.0; {cores} cores "
+          f"(native bf16: {'yes' if native_bf16() else 'no'}); OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    for dt in dtypes:
+        print(f"{dt} matmul GFLOP/s at decode shapes (all processes together): " + "; ".join(
+            f"{pr} x {max(1, cores // pr)}: " + ", ".join(f"B={b} {rates[dt, pr][b]:.1f}" for b in batches)
+            for pr in procs))
     print(f"worker start-up (spawn, imports, model load; paid once per generate call with P > 1): {startup:.1f} s")
-    print(f"{'P x T':>6} {'batch':>5} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'vs base':>7} {'bound':>7} "
-          f"{'of bound':>8} {'same':>5} {'prefill':>8} {'load':>5}", flush=True)
+    print(f"{'dtype':>8} {'P x T':>6} {'batch':>5} {'tokens':>7} {'wall s':>7} {'tok/s':>7} {'vs base':>7} "
+          f"{'bound':>7} {'of bound':>8} {'same':>5} {'prefill':>8} {'load':>5}", flush=True)
     texts, base, walls = {}, None, {}
-    for b in batches:
-        for pr in procs:
-            t0 = time.perf_counter()
-            out = generate(model_path, prompts, batch_size=b, processes=pr, **kw)
-            wall = time.perf_counter() - t0
-            texts[pr, b], walls[pr, b] = out, wall
-            tokens = generated_tokens(tokenizer, out, args.max_new_tokens)
-            rate = tokens / wall
-            base = base or rate  # the first configuration: procs[0] processes, batches[0]
-            bound = rates[pr][b] * 1e9 / (2 * weights)
-            same = "-" if pr == procs[0] else ("yes" if out == texts[procs[0], b] else "NO")
-            share = f"{prefill[b] / (wall / -(-n_prompts * args.n // b)):.0%}" if pr == 1 else ""
-            print(f"{pr:>2} x {max(1, cores // pr):<2} {b:>5} {tokens:>7} {wall:>7.1f} {rate:>7.1f} {rate / base:>6.2f}x "
-                  f"{bound:>7.0f} {rate / bound:>8.0%} {same:>5} {share:>8} {os.getloadavg()[0]:>5.2f}", flush=True)
+    for dt in dtypes:
+        for b in batches:
+            for pr in procs:
+                t0 = time.perf_counter()
+                out = generate(model_path, prompts, batch_size=b, processes=pr, dtype=dt, **kw)
+                wall = time.perf_counter() - t0
+                texts[dt, pr, b], walls[dt, pr, b] = out, wall
+                tokens = generated_tokens(tokenizer, out, args.max_new_tokens)
+                rate = tokens / wall
+                base = base or rate  # the first configuration: dtypes[0], procs[0] processes, batches[0]
+                bound = rates[dt, pr][b] * 1e9 / (2 * weights)
+                same = "-" if pr == procs[0] else ("yes" if out == texts[dt, procs[0], b] else "NO")
+                share = (f"{prefill[b] / (wall / -(-n_prompts * args.n // b)):.0%}"
+                         if pr == 1 and dt == "float32" else "")
+                print(f"{dt:>8} {pr:>2} x {max(1, cores // pr):<2} {b:>5} {tokens:>7} {wall:>7.1f} {rate:>7.1f} "
+                      f"{rate / base:>6.2f}x {bound:>7.0f} {rate / bound:>8.0%} {same:>5} {share:>8} "
+                      f"{os.getloadavg()[0]:>5.2f}", flush=True)
+    if args.compare_sequences > 0:
+        for dt in dtypes:
+            timed = attention_times(model_path, tokenizer, prompts, args.n, max(batches), args.max_new_tokens,
+                                    args.compare_sequences, dt)
+            (sdpa_s, sdpa_tok), (gqa_s, gqa_tok) = timed.values()
+            print(f"attention, {dt}, 1 process, batch {max(batches)}, {args.compare_sequences} sequences: sdpa "
+                  f"{sdpa_s:.1f} s -> gqa_sdpa {gqa_s:.1f} s ({sdpa_s / gqa_s:.2f}x; same tokens: "
+                  f"{'yes' if sdpa_tok == gqa_tok else 'NO'}; load {os.getloadavg()[0]:.2f})", flush=True)
     print("prefill s per batch (P=1): " + ", ".join(f"B={b} {prefill[b]:.2f}" for b in batches)
           + f"; prefill-once with n={args.n} saves at most {1 - 1 / args.n:.0%} of the prefill share", flush=True)
     once = {b: prefill_once_times(model, tokenizer, prompts, args.n, b, args.max_new_tokens, args.compare_sequences)
@@ -248,13 +300,14 @@ def main() -> None:
               f"start {v['start']:.1f} s; {v['tokens']} tokens in " + ", ".join(f"{w:.1f}" for w in v["walls"])
               + " s = " + ", ".join(f"{r:.1f}" for r in rates_v) + f" tok/s ({max(rates_v) / base:.2f}x the "
               f"baseline); same samples on the second call: {'yes' if v['same'] else 'NO'}", flush=True)
-        (pr, b), hf_wall = min(walls.items(), key=lambda kv: kv[1])
+        fp32 = [(k, w) for k, w in walls.items() if k[0] == "float32"] or list(walls.items())  # vLLM runs fp32
+        (_, pr, b), hf_wall = min(fp32, key=lambda kv: kv[1])
         hf_start = startup if pr > 1 else 0.0  # P = 1 loads the model in ~1 s (the warm-up paid it here)
         hf_stage, vllm_stage = hf_start + hf_wall, v["start"] + min(v["walls"])
         print(f"a stage (start-up + this call): hf {pr} x {max(1, cores // pr)}, batch {b}: {hf_stage:.1f} s; "
               f"vllm: {vllm_stage:.1f} s -> faster: {'vllm' if vllm_stage < hf_stage else 'hf'}", flush=True)
     load.append(os.getloadavg()[0])
-    print(f"baseline: {procs[0]} process(es), batch {batches[0]}; load average {load[0]:.2f} -> {load[1]:.2f}")
+    print(f"baseline: {dtypes[0]}, {procs[0]} process(es), batch {batches[0]}; load average {load[0]:.2f} -> {load[1]:.2f}")
 
 
 if __name__ == "__main__":

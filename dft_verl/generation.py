@@ -146,13 +146,17 @@ def load_hf_tokenizer(model_path: str):
 
 @functools.lru_cache(maxsize=1)
 def load_hf(model_path: str, dtype: str = "float32"):
-    """(model in eval mode, tokenizer with left padding) from an HF folder or a ``.gguf`` file; cached."""
+    """(model in eval mode, tokenizer with left padding) from an HF folder or a ``.gguf`` file; cached. Attention:
+    ``dft_verl.attention``'s gqa_sdpa (transformers' sdpa without its key/value copies)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from dft_verl.attention import for_inference
+
     tokenizer = load_hf_tokenizer(model_path)
     folder, kwargs = _hf_source(model_path)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype),
+                                                 attn_implementation=for_inference(), **kwargs)
     model.eval()
     return model, tokenizer
 

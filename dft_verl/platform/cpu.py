@@ -177,6 +177,17 @@ def _register_cpu_engines() -> None:
         EngineRegistry.register(model_type=model_type, backend=["fsdp", "fsdp2"], device=[CPU_PLATFORM])(engine_cls)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (x86 flags avx512_bf16 or amx_bf16 in /proc/cpuinfo): where it does
+    not, torch emulates bf16 matmuls and fp32 is faster."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def use_cpu_platform() -> bool:
     """True when verl is (or will be) running on this CPU platform."""
     return os.environ.get("VERL_PLATFORM", "").strip().lower() == CPU_PLATFORM

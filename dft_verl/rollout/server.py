@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
+from dft_verl.attention import for_inference
 from dft_verl.placement import placement_line
 from dft_verl.rollout import stable_hash
 from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
@@ -111,7 +112,8 @@ class HFRolloutServer:
             raise ValueError(f"actor_rollout_ref.rollout.dtype={self.config.dtype!r}: use float32, bfloat16 or float16") from None
         hf_config = self.model_config.hf_config
         attn = str((self.model_config.override_config or {}).get("attn_implementation", "sdpa"))
-        attn = "sdpa" if attn.startswith("flash") else attn  # flash-attn kernels are CUDA-only
+        # flash-attn kernels are CUDA-only; sdpa becomes gqa_sdpa (dft_verl.attention: no key/value copies)
+        attn = for_inference("sdpa" if attn.startswith("flash") else attn)
         if "dummy" in self.config.load_format:  # verl's default: real weights arrive with the first sync
             self.model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=attn)
         else:

@@ -1,0 +1,63 @@
+"""``gqa_sdpa``: transformers' SDPA attention for grouped-query models without copying keys and values.
+
+A grouped-query model has ``H`` query heads and ``G`` key/value heads, ``r = H / G`` query heads per key/value
+head (SmolLM2-135M: 9 and 3; Qwen2.5-Math-1.5B: 12 and 2). transformers' "sdpa" attention hands torch's
+``scaled_dot_product_attention`` one key/value head per query head (``repeat_kv``: a copy of the layer's whole KV
+cache, ``r`` times over, on every forward) whenever an attention mask is given, which every left-padded batch
+gives: on CPU that copy took ~2/3 of a SmolLM2 decode step at batch 64 (bench/generation_speed.py). Here the ``r``
+query heads that read key/value head ``g`` become ``r`` blocks of query rows of that one head:
+
+    q [B, H, T, d] -> [B, G, r*T, d]       (head h = g*r + j -> head g, rows j*T .. j*T + T-1; repeat_kv's order)
+    mask [B, 1, T, L] -> [B, 1, r*T, L]    (the same T rows for each j; T = 1 when decoding: no copy at all)
+    out [B, G, r*T, d] -> [B, T, H, d]
+
+one SDPA call per layer with the same scores, softmax and values: the outputs equal "sdpa"'s up to float rounding
+(tests/test_attention.py). Every other case (no grouping, no mask, a per-head mask, attention sinks) is "sdpa"
+itself. Masks are built as for "sdpa".
+
+Registered under ``GQA_SDPA`` with transformers' public ``AttentionInterface`` and ``AttentionMaskInterface``
+(``register()``, idempotent); models select it with ``attn_implementation="gqa_sdpa"``. Used by the hf sampler
+(``dft_verl.generation``) and the hf rollout server (``dft_verl.rollout.server``), wherever they would use "sdpa".
+"""
+
+from __future__ import annotations
+
+GQA_SDPA = "gqa_sdpa"
+
+
+def gqa_sdpa_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                               scaling: float | None = None, is_causal: bool | None = None, **kwargs):
+    """Attention output ``[B, T, H, d]`` and None, as transformers' ``sdpa_attention_forward`` returns."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    if (groups == 1 or attention_mask is None or attention_mask.dim() != 4 or attention_mask.shape[1] != 1
+            or kwargs.get("s_aux") is not None or kwargs.get("output_attentions")):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    batch, heads, rows, dim = query.shape
+    kv_heads, length = key.shape[1], key.shape[2]
+    mask = attention_mask[..., :length]
+    if rows > 1:
+        mask = mask.unsqueeze(2).expand(batch, 1, groups, rows, length).reshape(batch, 1, groups * rows, length)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(batch, kv_heads, groups * rows, dim), key, value, attn_mask=mask, dropout_p=dropout,
+        scale=scaling)
+    return out.view(batch, heads, rows, dim).transpose(1, 2).contiguous(), None
+
+
+def register() -> str:
+    """Register ``gqa_sdpa`` with transformers (idempotent); returns its name for ``attn_implementation``."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GQA_SDPA, gqa_sdpa_attention_forward)
+    AttentionMaskInterface.register(GQA_SDPA, sdpa_mask)
+    return GQA_SDPA
+
+
+def for_inference(attn_implementation: str | None = None) -> str:
+    """The attention a sampling model loads with: ``gqa_sdpa`` (registered here) where "sdpa", transformers' default
+    (None), is asked for; any other implementation as asked."""
+    return register() if attn_implementation in (None, "sdpa") else attn_implementation
