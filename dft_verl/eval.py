@@ -3,6 +3,7 @@
     python -m dft_verl.eval --model PATH --out runs/dft_sft/eval [--data-dir ../shared/data/eval]
         [--benchmarks math500,aime24] [--k 16] [--temperature 1.0] [--max-new-tokens 4096]
         [--backend vllm|hf|verl] [--limit N] [--seed 0] [--max-model-len N] [--prompt-template paper|qwen-boxed]
+        [--dtype float32|bfloat16|auto]
 
 Each question is shown through the model's own chat template as the messages of the named prompt template
 (`dft_verl.prompts`): paper (default) = one user turn, the question followed by the boxed-answer instruction;
@@ -24,11 +25,14 @@ Outputs under --out (all written atomically):
     samples/<bench>.json      the settings, backend, batch size and summary of that benchmark (written with the
                               parquet; questions_kept = how many questions came from an earlier run)
     results.json              written once every requested benchmark is done: {"model", "k", "temperature",
-                              "max_new_tokens", "prompt_template", "judge", "benchmarks": {name: {"n_questions",
-                              "k", "avg_at_k", "ci95", "per_question_acc"}}, "average", "average_ci95",
-                              "missing_benchmarks", ...}; judge = "dft_verl.rewards (math-verify <version>)"
-A rerun skips benchmarks already done with the same settings (the prompt template included; files written before
-it was recorded count as paper) and refuses an --out holding other settings. A rerun on more questions (a larger
+                              "max_new_tokens", "prompt_template", "dtype", "judge", "benchmarks": {name:
+                              {"n_questions", "k", "avg_at_k", "ci95", "per_question_acc"}}, "average",
+                              "average_ci95", "missing_benchmarks", ...}; judge = "dft_verl.rewards (math-verify
+                              <version>)"; dtype = the model's dtype as sampled (hf default float32; vllm and verl
+                              default "auto", vLLM's choice from the checkpoint)
+A rerun skips benchmarks already done with the same settings (the prompt template and dtype included; files
+written before they were recorded count as paper and the backend's default dtype) and refuses an --out holding
+other settings. A rerun on more questions (a larger
 --limit, a held-out file grown at its end) keeps the saved samples and samples only the new questions, with the
 seeds a run over all of them gives them: the samples equal a fresh run's (hf: same --batch-size, whole batches
 saved; otherwise every question is sampled again). Saved samples of other questions are refused.
@@ -41,7 +45,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -107,6 +111,7 @@ class EvalSettings:
     seed: int = 0
     limit: int | None = None
     prompt_template: str = DEFAULT_TEMPLATE
+    dtype: str | None = None  # the model's dtype; None: the backend's default (default_dtype), resolved by evaluate
 
     def __post_init__(self):
         check_template(self.prompt_template)
@@ -122,11 +127,20 @@ def _samples_paths(out: Path, bench: str) -> tuple[Path, Path]:
     return out / "samples" / f"{bench}.parquet", out / "samples" / f"{bench}.json"
 
 
-def _identity(settings: EvalSettings | dict) -> dict:
+def default_dtype(backend: str) -> str:
+    """The dtype a backend samples in when none is given: hf float32; vllm and verl "auto" (vLLM decides from the
+    checkpoint's dtype)."""
+    return "float32" if backend == "hf" else "auto"
+
+
+def _identity(settings: EvalSettings | dict, backend: str | None = None) -> dict:
     """What a saved benchmark's samples depend on, besides its questions: the settings without `limit` (the saved
-    questions themselves say how many were asked)."""
+    questions themselves say how many were asked). ``backend``: the saved benchmark's, whose default dtype applies
+    to files written before the dtype was recorded."""
     recorded = dict(asdict(settings) if isinstance(settings, EvalSettings) else settings)
     recorded.setdefault("prompt_template", DEFAULT_TEMPLATE)  # written before templates had names
+    if recorded.get("dtype") is None and backend is not None:
+        recorded["dtype"] = default_dtype(backend)
     recorded.pop("limit", None)
     return recorded
 
@@ -140,7 +154,7 @@ def load_saved(out: str | os.PathLike, bench: str, settings: EvalSettings) -> tu
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     recorded = meta.get("settings")
-    if not isinstance(recorded, dict) or _identity(recorded) != _identity(settings):
+    if not isinstance(recorded, dict) or _identity(recorded, meta.get("backend", "hf")) != _identity(settings):
         raise ValueError(
             f"{meta_path}: {bench} was evaluated with settings {recorded}, not {asdict(settings)}; "
             f"use another --out or delete {parquet} and {meta_path}"
@@ -259,10 +273,11 @@ def evaluate_benchmark(
     logger.info("%s: sampling %d questions x %d (T=%s, max_new_tokens=%d, backend=%s, prompt %s)", bench,
                 len(todo), settings.k, settings.temperature, settings.max_new_tokens, backend,
                 settings.prompt_template)
+    dtype = {} if backend == "verl" else {"dtype": settings.dtype}  # verl's replicas take vLLM's "auto"
     responses = generate(settings.model, [q.prompt(settings.prompt_template) for q in todo], n=settings.k,
                          temperature=settings.temperature, max_new_tokens=settings.max_new_tokens,
                          seed=settings.seed, backend=backend, batch_size=batch_size, start=start,
-                         **(backend_kwargs or {}))
+                         **dtype, **(backend_kwargs or {}))
     t1 = time.time()
     samples = judge_samples(todo, responses, settings.k, num_workers, timeout_s, settings.prompt_template)
     if kept is not None:
@@ -285,7 +300,8 @@ def build_results(settings: EvalSettings, summaries: dict[str, dict]) -> dict:
     ordered = {b: summaries[b] for b in BENCHMARKS if b in summaries}
     results = {"model": settings.model, "k": settings.k, "temperature": settings.temperature,
                "max_new_tokens": settings.max_new_tokens, "seed": settings.seed, "limit": settings.limit,
-               "prompt_template": settings.prompt_template, "judge": judge_name(), "benchmarks": ordered,
+               "prompt_template": settings.prompt_template, "dtype": settings.dtype, "judge": judge_name(),
+               "benchmarks": ordered,
                "average": None, "average_ci95": None,
                "missing_benchmarks": [b for b in BENCHMARKS if b not in ordered]}
     if ordered:
@@ -307,7 +323,12 @@ def evaluate(
     backend_kwargs: dict | None = None,
 ) -> dict:
     """Evaluate `benchmarks` (each saved as it finishes), then write results.json; benchmarks done earlier under
-    `out` with the same settings are kept in results.json."""
+    `out` with the same settings are kept in results.json. ``settings.dtype`` None: the backend's default
+    (``default_dtype``)."""
+    if settings.dtype is None:
+        settings = replace(settings, dtype=default_dtype(backend))
+    if backend == "verl" and settings.dtype != "auto":
+        raise ValueError(f"dtype {settings.dtype!r}: the verl backend's replicas take vLLM's default (auto) only")
     out = Path(out)
     benchmarks = check_names(list(benchmarks))
     summaries = {}
@@ -378,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the rows train on by default) or qwen-boxed (the same after the system turn \"You are a "
                         "helpful assistant.\", the Qwen2.5-Math evaluation toolkit's prompt)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward for the hf backend")
-    p.add_argument("--dtype", default=None, help="model dtype (hf: float32 default; vllm: auto default)")
+    p.add_argument("--dtype", default=None,
+                   help="model dtype, recorded in results.json (hf: float32 default; vllm: auto default; verl: auto)")
     p.add_argument("--processes", type=int, default=None,
                    help="hf: worker processes the batches are spread over (default 1; same samples for any value)")
     p.add_argument("--max-model-len", type=int, default=None, help="vllm: context length (prompt + response)")
@@ -394,13 +416,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = EvalSettings(model=args.model, k=args.k, temperature=args.temperature,
                             max_new_tokens=args.max_new_tokens, seed=args.seed, limit=args.limit,
-                            prompt_template=args.prompt_template)
+                            prompt_template=args.prompt_template, dtype=args.dtype)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     backend = args.backend or _default_backend()
-    allowed = {"hf": ("dtype", "processes"), "vllm": ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"),
+    allowed = {"hf": ("processes",), "vllm": ("max_model_len", "tensor_parallel_size", "gpu_memory_utilization"),
                "verl": ("tensor_parallel_size", "gpu_memory_utilization")}[backend]
     backend_kwargs = {}
-    for name in ("dtype", "processes", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"):
+    for name in ("processes", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization"):
         value = getattr(args, name)
         if value is not None:
             if name not in allowed:

@@ -148,9 +148,11 @@ def _settings_note(table: list[tuple[Row, dict | None]]) -> str:
     if not seen:
         return "No results found."
     note = "; ".join(f"Average@{k}, temperature {t}, max {m} new tokens" for k, t, m in seen)
-    # Prompt template and judge of each row; results files written before eval recorded them: paper, not recorded
+    # Prompt template, dtype and judge of each row; results files written before eval recorded them: paper, not
+    # recorded
     for what, key, missing, flag in (("prompt template", "prompt_template", "paper",
                                       "PROMPT TEMPLATES DIFFER, rows not comparable"),
+                                     ("dtype", "dtype", "not recorded", "DTYPES DIFFER"),
                                      ("judge", "judge", "not recorded", "JUDGES DIFFER")):
         rows_by_value: dict[str, list[str]] = {}
         for row, r in table:

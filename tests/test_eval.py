@@ -9,6 +9,7 @@ the saved responses with that string rule, not with dft_verl.rewards, and must r
 
 import dataclasses
 import json
+from dataclasses import replace
 import math
 import shutil
 from importlib.metadata import version
@@ -117,7 +118,7 @@ def test_results_match_hand_judged_outputs(run):
     out = run["root"] / "out"
     saved = json.loads((out / "results.json").read_text())
     assert saved == json.loads(json.dumps(run["results"]))
-    assert (saved["k"], saved["temperature"], saved["max_new_tokens"]) == (6, 1.0, 8)
+    assert (saved["k"], saved["temperature"], saved["max_new_tokens"], saved["dtype"]) == (6, 1.0, 8, "float32")
     assert list(saved["benchmarks"]) == ["math500", "amc23"]
     means = []
     for bench, golds in (("math500", ["7", "7", "9"]), ("amc23", ["7", "9"])):
@@ -152,9 +153,13 @@ def test_rerun_skips_done_and_refuses_other_settings(run, monkeypatch):
     again = ev.evaluate(run["settings"], run["root"] / "out", benchmarks=["math500", "amc23"],
                         data_dir=run["data"], backend="hf")
     assert again == run["results"]
-    other = ev.EvalSettings(model=run["model"], k=4, temperature=1.0, max_new_tokens=8, seed=0)
-    with pytest.raises(ValueError, match=r"samples/(math500|amc23).json: \w+ was evaluated with settings"):
-        ev.evaluate(other, run["root"] / "out", benchmarks=["math500"], data_dir=run["data"], backend="hf")
+    # float32 is the hf default: the same settings spelled out
+    spelled = replace(run["settings"], dtype="float32")
+    assert ev.evaluate(spelled, run["root"] / "out", benchmarks=["math500", "amc23"], data_dir=run["data"]) == again
+    for other in (ev.EvalSettings(model=run["model"], k=4, temperature=1.0, max_new_tokens=8, seed=0),
+                  replace(run["settings"], dtype="bfloat16")):
+        with pytest.raises(ValueError, match=r"samples/(math500|amc23).json: \w+ was evaluated with settings"):
+            ev.evaluate(other, run["root"] / "out", benchmarks=["math500"], data_dir=run["data"], backend="hf")
 
 
 def test_cli_adds_a_benchmark_to_the_same_folder(run, capsys):

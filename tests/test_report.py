@@ -196,9 +196,19 @@ def test_settings_note_names_template_and_judge_and_flags_a_mix(tmp_path):
         write(root / row / "eval" / "results.json",
               {**results_json(BASE_PQ), "prompt_template": "qwen-boxed", "judge": judge})
     md = report.to_markdown(report.collect(root))
-    assert "max 64 new tokens; prompt template qwen-boxed; judge dft_verl.rewards (math-verify 0.9.0);" in md
+    assert ("max 64 new tokens; prompt template qwen-boxed; dtype not recorded; judge dft_verl.rewards (math-verify "
+            "0.9.0);") in md
     # a results file from before eval recorded them: paper, judge not recorded
     write(root / "dft_sft" / "eval" / "results.json", results_json(BASE_PQ))
     md = report.to_markdown(report.collect(root))
     assert "PROMPT TEMPLATES DIFFER, rows not comparable: paper (dft_sft); qwen-boxed (base, sft)" in md
     assert "JUDGES DIFFER: dft_verl.rewards (math-verify 0.9.0) (base, sft); not recorded (dft_sft)" in md
+
+    # the dtype each row sampled in (eval records it): one named, a mix flagged
+    for row, dtype in (("base", "float32"), ("sft", "float32"), ("dft_sft", "float32")):
+        path = root / row / "eval" / "results.json"
+        write(path, {**json.loads(path.read_text()), "dtype": dtype})
+    assert "; dtype float32;" in report.to_markdown(report.collect(root))
+    write(root / "sft" / "eval" / "results.json", {**results_json(BASE_PQ), "prompt_template": "qwen-boxed",
+                                                    "judge": judge, "dtype": "bfloat16"})
+    assert "DTYPES DIFFER: bfloat16 (sft); float32 (base, dft_sft)" in report.to_markdown(report.collect(root))

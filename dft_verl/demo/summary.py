@@ -174,9 +174,9 @@ def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[s
                      f"(accuracy {100 * verify['acceptance_rate']:.1f}%); {filt.get('n_sft', '?')} correct ones are the "
                      f"offline-RL data (RFT, iw-SFT, DFT), {filt.get('n_dpo_pairs', '?')} correct/wrong pairs train DPO.")
     n_q = records[0]["n_questions"] if records else "?"
-    made_by = sorted({(r.get("prompt_template", "paper"), r.get("judge", "not recorded"))
-                      for _, r in table if r is not None})
-    made_by_line = "; ".join(f"prompt template {t}, judge {j}" for t, j in made_by)
+    made_by = sorted({(r.get("prompt_template", "paper"), r.get("dtype") or "not recorded",
+                       r.get("judge", "not recorded")) for _, r in table if r is not None})
+    made_by_line = "; ".join(f"prompt template {t}, sampled in {d}, judge {j}" for t, d, j in made_by)
     header = (f"Table 3 rehearsed on CPU (preset {cfg.preset}): {n_q} held-out questions (the Math500 column of "
               f"report/table3.md), each row trained from the same base model by its recipe ({made_by_line})."
               f"{data_line}")
