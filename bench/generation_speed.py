@@ -17,10 +17,10 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
     prefill share           time of one full prefill forward (the batch's left-padded prompts, cache built) /
                             time per batch of the P = 1 run (which prefills each prompt once). Prefilling each prompt once and expanding its KV cache
                             n times (what generate does) saves at most (1 - 1/n) x that share
-    attention               ``rollout.sampler.sample`` over the first --compare-sequences sequences, batch max(B), one
-                            process, per dtype: the model loaded with transformers' "sdpa" attention against
-                            ``dft_verl.attention``'s gqa_sdpa (what the sampler loads), wall time and whether the
-                            tokens are the same
+    decode variants         ``rollout.sampler.sample`` over the first --compare-sequences sequences, batch max(B), one
+                            process, per dtype: transformers' own "sdpa" attention and dynamic KV cache, then
+                            ``dft_verl.attention``'s gqa_sdpa, then gqa_sdpa with the static cache (what the
+                            sampler runs); wall time, speed-up over the first, and whether the tokens are the same
     prefill once            ``rollout.sampler.sample`` over the first --compare-sequences sequences in batches of B,
                             one process: wall time with ``share_prompt_prefill`` off / on, and whether the tokens
                             are the same
@@ -152,21 +152,25 @@ def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: i
     return seconds[False], seconds[True], tokens[False] == tokens[True]
 
 
-def attention_times(model_path: str, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int,
-                    dtype: str) -> dict[str, tuple[float, list]]:
-    """{attention: (seconds, tokens)} of sampling ``sequences`` sequences in batches of ``batch`` with the model loaded
-    with transformers' "sdpa" and with gqa_sdpa (same seeds)."""
+VARIANTS = (("sdpa", "dynamic"), ("gqa_sdpa", "dynamic"), ("gqa_sdpa", "static"))  # the first: transformers' own
+
+
+def variant_times(model_path: str, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int,
+                  dtype: str) -> dict[tuple[str, str], tuple[float, list]]:
+    """{(attention, cache): (seconds, tokens)} of sampling ``sequences`` sequences in batches of ``batch`` (same
+    seeds), the model loaded with each attention and sampled with each KV cache of ``VARIANTS``."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from dft_verl.attention import for_inference
+    from dft_verl.attention import register
     from dft_verl.generation import batch_seed, chat_texts
     from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
+    register()
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
     seqs = [ids[i] for i in range(len(ids)) for _ in range(n)][:sequences]
     out = {}
-    for attn in ("sdpa", for_inference("sdpa")):
+    for attn, cache in VARIANTS:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                                      attn_implementation=attn).eval()
         eos = eos_token_ids(model.generation_config, tokenizer)
@@ -174,8 +178,8 @@ def attention_times(model_path: str, tokenizer, prompts, n: int, batch: int, max
         tokens = [c.token_ids for b, s in enumerate(range(0, len(seqs), batch))
                   for c in sample(model, seqs[s : s + batch], [max_new] * len(seqs[s : s + batch]),
                                   SamplingParams(temperature=1.0), eos, tokenizer.pad_token_id,
-                                  generator_seed=batch_seed(0, b), share_prompt_prefill=True)]
-        out[attn] = (time.perf_counter() - t0, tokens)
+                                  generator_seed=batch_seed(0, b), share_prompt_prefill=True, cache=cache)]
+        out[attn, cache] = (time.perf_counter() - t0, tokens)
     return out
 
 
@@ -280,12 +284,13 @@ def main() -> None:
                       f"{os.getloadavg()[0]:>5.2f}", flush=True)
     if args.compare_sequences > 0:
         for dt in dtypes:
-            timed = attention_times(model_path, tokenizer, prompts, args.n, max(batches), args.max_new_tokens,
-                                    args.compare_sequences, dt)
-            (sdpa_s, sdpa_tok), (gqa_s, gqa_tok) = timed.values()
-            print(f"attention, {dt}, 1 process, batch {max(batches)}, {args.compare_sequences} sequences: sdpa "
-                  f"{sdpa_s:.1f} s -> gqa_sdpa {gqa_s:.1f} s ({sdpa_s / gqa_s:.2f}x; same tokens: "
-                  f"{'yes' if sdpa_tok == gqa_tok else 'NO'}; load {os.getloadavg()[0]:.2f})", flush=True)
+            timed = variant_times(model_path, tokenizer, prompts, args.n, max(batches), args.max_new_tokens,
+                                  args.compare_sequences, dt)
+            (base_s, base_tok) = timed[VARIANTS[0]]
+            print(f"decode variants, {dt}, 1 process, batch {max(batches)}, {args.compare_sequences} sequences: "
+                  + "; ".join(f"{a} + {c} cache {t:.1f} s ({base_s / t:.2f}x, same tokens: "
+                              f"{'yes' if tok == base_tok else 'NO'})" for (a, c), (t, tok) in timed.items())
+                  + f"; load {os.getloadavg()[0]:.2f}", flush=True)
     print("prefill s per batch (P=1): " + ", ".join(f"B={b} {prefill[b]:.2f}" for b in batches)
           + f"; prefill-once with n={args.n} saves at most {1 - 1 / args.n:.0%} of the prefill share", flush=True)
     once = {b: prefill_once_times(model, tokenizer, prompts, args.n, b, args.max_new_tokens, args.compare_sequences)

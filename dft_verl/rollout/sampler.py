@@ -2,7 +2,9 @@
 
 ``sample(model, requests, params, eos_ids, pad_id)`` generates one completion per request in one
 left-padded ``model.generate`` call and returns, per request, the new token ids and (when asked)
-their log-probabilities:
+their log-probabilities. Keys and values live in a static cache (``cache="static"``: preallocated to prompt +
+budget, written in place) rather than transformers' default dynamic one, which concatenates every layer's whole
+cache on every step (bench/generation_speed.py measures both):
 
     log_prob_t = log_softmax(z_t / T)[y_t]        z_t: the model's raw logits at step t, T: temperature
 
@@ -101,11 +103,16 @@ class RowSeededSampling(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(-1, drawn, 0.0)
 
 
+CACHES = ("static", "dynamic")
+
+
 def _generation_config(params: SamplingParams, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
-                       row_seeded: bool = False):
-    """``row_seeded``: greedy over RowSeededSampling's one-hot scores (which applies temperature, top-k, top-p)."""
+                       row_seeded: bool = False, cache: Optional[str] = None):
+    """``row_seeded``: greedy over RowSeededSampling's one-hot scores (which applies temperature, top-k, top-p).
+    ``cache``: transformers' cache_implementation when generate builds the cache (None when the caller passes one)."""
     greedy = params.temperature == 0 or row_seeded
     return GenerationConfig(
+        cache_implementation=cache,
         max_new_tokens=max_new_tokens,
         do_sample=not greedy,
         temperature=None if greedy else params.temperature,
@@ -119,15 +126,16 @@ def _generation_config(params: SamplingParams, max_new_tokens: int, eos_ids: Seq
     )
 
 
-def prefill_shared_prompts(model, ids: torch.Tensor, mask: torch.Tensor):
-    """KV cache of a left-padded batch's prompts, all but their last token, each distinct row computed once.
+def prefill_shared_prompts(model, ids: torch.Tensor, mask: torch.Tensor, max_cache_len: Optional[int] = None):
+    """KV cache of a left-padded batch's prompts, all but their last token, each distinct row computed once; a
+    ``StaticCache`` of ``max_cache_len`` positions when given, else a ``DynamicCache``.
 
     The rows of one prompt (its n samples) get copies of that prompt's keys and values (``Cache.reorder_cache``
     with repeated indices), so the prefill costs (distinct prompts / rows) of a full one. Position ids follow
     ``generate``'s rule for padded batches (``cumsum(mask) - 1``, 0 on padding), so ``generate`` continuing from
     this cache sees the same keys and values as after its own prefill. None when no row repeats another.
     """
-    from transformers import DynamicCache
+    from transformers import DynamicCache, StaticCache
 
     slot: dict[tuple, int] = {}  # distinct row (ids and mask) -> its index among the distinct rows
     keep, index = [], []  # first row of each distinct one; each row's distinct index
@@ -140,7 +148,8 @@ def prefill_shared_prompts(model, ids: torch.Tensor, mask: torch.Tensor):
         return None
     u_ids, u_mask = ids[keep, :-1], mask[keep, :-1]
     positions = (u_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    cache = (StaticCache(config=model.config, max_cache_len=max_cache_len) if max_cache_len
+             else DynamicCache(config=model.config))
     model(input_ids=u_ids, attention_mask=u_mask, position_ids=positions, past_key_values=cache, use_cache=True,
           logits_to_keep=1)
     cache.reorder_cache(torch.tensor(index, device=ids.device))
@@ -158,6 +167,7 @@ def sample(
     generator_seed: Optional[int] = None,
     share_prompt_prefill: bool = False,
     row_seeds: Optional[Sequence[int]] = None,
+    cache: str = "static",
 ) -> list[Completion]:
     """Complete every prompt (token ids) once; ``max_tokens[i]`` new tokens at most for prompt i.
 
@@ -168,7 +178,11 @@ def sample(
     shapes, which moves a draw across a token boundary with probability ~1e-7 per token.
     ``share_prompt_prefill``: repeated prompts (n samples of one question) are prefilled once
     (``prefill_shared_prompts``); same tokens.
+    ``cache``: "static" (keys and values preallocated for the longest prompt + ``max(max_tokens)``, written in place)
+    or "dynamic" (transformers' default, grown by concatenation); the same tokens up to float rounding.
     """
+    if cache not in CACHES:
+        raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
     if len(prompts) != len(max_tokens):
         raise ValueError(f"{len(prompts)} prompts but {len(max_tokens)} max_tokens")
     if not prompts:
@@ -190,17 +204,19 @@ def sample(
         raise ValueError(f"{len(prompts)} prompts but {len(row_seeds)} row_seeds")
     row_seeded = row_seeds is not None and params.temperature > 0
     eos_ids = list(dict.fromkeys([*eos_ids, *params.stop_token_ids]))
-    config = _generation_config(params, max(max_tokens), eos_ids, pad_id, row_seeded)
     processors = [RowSeededSampling(params, row_seeds, device)] if row_seeded else []
     ids, mask = ids.to(device), mask.to(device)
-    cache = prefill_shared_prompts(model, ids, mask) if share_prompt_prefill else None
+    static_len = width + max(max_tokens) if cache == "static" else None
+    prefilled = prefill_shared_prompts(model, ids, mask, static_len) if share_prompt_prefill else None
+    config = _generation_config(params, max(max_tokens), eos_ids, pad_id, row_seeded,
+                                cache=None if prefilled is not None else {"static": "static", "dynamic": None}[cache])
     # transformers fills every setting left unset from model.generation_config (a checkpoint's top_k=50, say):
     # give it library defaults for the call, so only the parameters above apply.
     checkpoint_defaults, model.generation_config = model.generation_config, GenerationConfig()
     try:
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
                              logits_processor=LogitsProcessorList(processors),
-                             **({"past_key_values": cache} if cache is not None else {}))
+                             **({"past_key_values": prefilled} if prefilled is not None else {}))
     finally:
         model.generation_config = checkpoint_defaults
     new = out.sequences[:, width:].cpu()
