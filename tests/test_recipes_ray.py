@@ -3,14 +3,15 @@ and `ray start --address=...`, each with its own ports and temp folder, each dec
 tests/ray_nodes.py), then
 
     NNODES=2 N_GPUS_PER_NODE=1 RAY_RANK_RESOURCE=rank_slot RAY_ADDRESS=http://127.0.0.1:<dashboard> \\
-        PRESET=cpu-tiny bash recipes/table3/run_all.sh data sft dpo grpo
+        PRESET=cpu-tiny bash recipes/table3/run_all.sh data dpo grpo
 
-Every step is a `ray job submit`; the SFT row (dft_verl.trainer.sft_ray), DPO (dft_verl.dpo.train_ray) and GRPO
-(verl's main_ppo, trainer.nnodes=2) place one rank on each node, the data step's sampling and each evaluation run
-one hf sampler actor on each node, and each rank's or sampler's log line says which node it ran on. The outputs land
-where a local run puts them. Then a node is lost mid-row: its raylet is killed while a row trains; the run fails
-within a bounded time naming the row and the lost node, and the same command, once the node is back, resumes from
-the last checkpoint to the step count of a clean run, leaving the finished rows as they were.
+Every step is a `ray job submit`; DPO (dft_verl.dpo.train_ray) and GRPO (verl's main_ppo, trainer.nnodes=2) place
+one rank on each node, the data step's sampling and each evaluation run one hf sampler actor on each node, and each
+rank's or sampler's log line says which node it ran on. The outputs land where a local run puts them. Then a node is
+lost mid-row: its raylet is killed while the dft_sft row (dft_verl.trainer.sft_ray, the SFT family's trainer) trains;
+the run fails within a bounded time naming the row and the lost node, and the same command, once the node is back,
+resumes from the last checkpoint to the step count of a clean run with a rank on each node, leaving the finished
+rows as they were.
 
 Nodes are stopped by ending the processes this test started (never `ray stop`, which would end every Ray process on
 the machine).
@@ -57,7 +58,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_node_run(cluster, tmp_path_factory):
     runs = tmp_path_factory.mktemp("table3_ray") / "runs"
-    proc = run_all(runs, "data", "sft", "dpo", "grpo", RAY_ADDRESS=cluster.address, timeout=1800, **TWO_NODES)
+    proc = run_all(runs, "data", "dpo", "grpo", RAY_ADDRESS=cluster.address, timeout=1800, **TWO_NODES)
     assert proc.returncode == 0, proc.stdout[-6000:]
     return runs, proc.stdout
 
@@ -68,14 +69,13 @@ def test_rows_as_ray_jobs_land_where_the_local_run_puts_them(cluster, two_node_r
     submitted = re.findall(r"^\[\S+\] \S+: ray job submit --address=(\S+) .* -- python -m (\S+)", out, re.M)
     modules = [m for _, m in submitted]
     assert {a for a, _ in submitted} == {cluster.address}
-    for module in ("dft_verl.demo.offline_inputs", "dft_verl.pipeline", "dft_verl.trainer.sft_ray",
-                   "dft_verl.dpo.ref_logprobs", "dft_verl.dpo.train_ray", "verl.trainer.main_ppo", "dft_verl.eval"):
+    for module in ("dft_verl.demo.offline_inputs", "dft_verl.pipeline", "dft_verl.dpo.ref_logprobs", "dft_verl.dpo.train_ray", "verl.trainer.main_ppo", "dft_verl.eval"):
         assert module in modules, modules
     assert len(re.findall(r"Job '\S+' succeeded", out)) == len(submitted)
     # the same layout as a local run
     for name in ("prepare/rl.parquet", "prepare/sft.parquet", "filter/sft.parquet", "filter/dpo.parquet"):
         assert (runs / "data" / name).is_file(), name
-    for row in ("sft", "dpo", "grpo"):
+    for row in ("dpo", "grpo"):
         model = checkpoint(runs, row)
         assert (model / "config.json").is_file(), row
         results = json.loads((runs / row / "eval" / "results.json").read_text())
@@ -89,7 +89,7 @@ def test_every_trained_row_places_a_rank_on_each_node_and_sampling_spreads(clust
     name = {node_id: node for node, node_id in ids.items()}
     assert set(ids) == {"head", "worker"}
     where = {}
-    for row in ("sft", "dpo", "grpo"):
+    for row in ("dpo", "grpo"):
         lines = placements((runs / row / "train.log").read_text())
         ranks = {int(p["rank"]): name[p["node"]] for p in lines if p["role"] == "trainer"}
         assert ranks == {0: ranks[0], 1: ranks[1]} and set(ranks.values()) == {"head", "worker"}, (row, lines)
@@ -100,7 +100,7 @@ def test_every_trained_row_places_a_rank_on_each_node_and_sampling_spreads(clust
             assert sorted(replicas.values()) == ["head", "worker"], lines
             where["grpo rollout"] = replicas
     # the data step's sampling and each evaluation: one hf sampler on each node
-    for log in (runs / "data" / "pipeline.log", runs / "sft" / "eval.log", runs / "grpo" / "eval.log"):
+    for log in (runs / "data" / "pipeline.log", runs / "dpo" / "eval.log", runs / "grpo" / "eval.log"):
         samplers = {p["role"]: name[p["node"]] for p in placements(log.read_text()) if p["role"].startswith("hf sampler")}
         assert sorted(samplers.values()) == ["head", "worker"], (log, samplers)
         where[str(log.relative_to(runs))] = samplers
@@ -159,6 +159,12 @@ def test_a_lost_node_fails_the_row_naming_it_and_the_rerun_resumes(cluster, two_
     latest = int(tracker.read_text().strip())
     assert steps and steps[0] > 1 and steps[0] <= saved + 1 and steps[-1] == total == latest, (steps, saved, total)
     print(f"rerun resumed at step {steps[0]} and finished at {latest} of {total}")
+    # the SFT family's Ray trainer (sft_ray) placed a rank on each node, the worker being the new node
+    assert f"ray job submit --address={cluster.address}" in resumed.stdout and "python -m dft_verl.trainer.sft_ray" \
+        in resumed.stdout
+    name = {node_id: node for node, node_id in cluster.node_ids().items()}
+    ranks = {int(p["rank"]): name.get(p["node"]) for p in placements(attempt) if p["role"] == "trainer"}
+    assert sorted(ranks) == [0, 1] and set(ranks.values()) == {"head", "worker"}, ranks
     # the finished rows are untouched
     own = ("dft_sft/", "checkpoints/dft_sft/", "tensorboard/dft_sft/", "timings.tsv", "report")  # report/, .log
     assert {k: v for k, v in outputs(runs).items() if not k.startswith(own) and k in before} == \

@@ -32,6 +32,11 @@ def test_a_killed_actor_is_named_from_the_error_ray_prints(tmp_path):
         ray.shutdown()
     log = f"step output\nTraceback ...\n{err.value}\n(again) {err.value}\n"
     assert died_actors(log) == [f"Ray actor RolloutLike (replica_0, pid {pid}, ip {ip}) died"]
+    # reported by a worker, each line as the driver forwards it: "(Name pid=N)" before it, colored on a terminal
+    for prefix in ("\x1b[36m(AgentLoopWorkerTQ pid=11431)\x1b[0m ", "(AgentLoopWorkerTQ pid=11431, ip=10.0.0.2) "):
+        forwarded = "".join(prefix + line + "\n" for line in f"Traceback ...\n{err.value}".splitlines())
+        assert died_actors("driver output\n" + forwarded) == [
+            f"Ray actor RolloutLike (replica_0, pid {pid}, ip {ip}) died"]
     assert died_actors("no actor died here") == []
 
 

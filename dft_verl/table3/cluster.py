@@ -54,10 +54,16 @@ def lost_nodes(address: str, before: set[str], wait_s: float = NODE_DEATH_WAIT_S
         time.sleep(POLL_S)
 
 
+# what Ray puts before each line a worker prints, when the driver forwards it: "(Name pid=N[, ip=...])", colored
+# on a terminal (ANSI codes); an error reported by a worker (verl's agent loop, say) arrives with one per line
+RAY_LINE_PREFIX = re.compile(r"(?m)^(?:\x1b\[[0-9;]*m)?\([^()\n]*pid=\d+[^()\n]*\)(?:\x1b\[[0-9;]*m)? ?")
+
+
 def died_actors(log: str) -> list[str]:
-    """The Ray actors a log reports dead (Ray's ActorDiedError), once each, in the order of their first report."""
+    """The Ray actors a log reports dead (Ray's ActorDiedError), once each, in the order of their first report,
+    whether the driver or a worker (its lines prefixed by Ray) reported it."""
     seen, out = set(), []
-    for m in ACTOR_DIED.finditer(log):
+    for m in ACTOR_DIED.finditer(RAY_LINE_PREFIX.sub("", log)):
         if m["id"] not in seen:
             seen.add(m["id"])
             name = f"{m['name']}, " if m["name"] else ""
