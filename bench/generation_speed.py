@@ -19,8 +19,8 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
                             n times (what generate does) saves at most (1 - 1/n) x that share
     decode variants         ``rollout.sampler.sample`` over the first --compare-sequences sequences, batch max(B), one
                             process, per dtype: transformers' own "sdpa" attention and dynamic KV cache, then
-                            ``dft_verl.attention``'s gqa_sdpa, then gqa_sdpa with the static cache (what the
-                            sampler runs); wall time, speed-up over the first, and whether the tokens are the same
+                            ``dft_verl.attention``'s gqa_sdpa (what the sampler runs), then gqa_sdpa with a static
+                            cache; wall time, speed-up over the first, and whether the tokens are the same
     prefill once            ``rollout.sampler.sample`` over the first --compare-sequences sequences in batches of B,
                             one process: wall time with ``share_prompt_prefill`` off / on, and whether the tokens
                             are the same
@@ -152,7 +152,8 @@ def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: i
     return seconds[False], seconds[True], tokens[False] == tokens[True]
 
 
-VARIANTS = (("sdpa", "dynamic"), ("gqa_sdpa", "dynamic"), ("gqa_sdpa", "static"))  # the first: transformers' own
+# the first: transformers' own; the second: what the sampler runs; the third: a static KV cache (measured slower)
+VARIANTS = (("sdpa", "dynamic"), ("gqa_sdpa", "dynamic"), ("gqa_sdpa", "static"))
 
 
 def variant_times(model_path: str, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int,

@@ -302,8 +302,8 @@ def test_shared_prompt_prefill_gives_the_same_tokens_and_log_probs(tiny_chat):
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_static_and_dynamic_caches_give_the_same_tokens_and_log_probs(tiny_chat, shared):
-    """Prompts of three lengths, a response budget that ends some by EOS and cuts others: the static cache (the
-    default) samples what transformers' dynamic cache samples, with the same log-probs."""
+    """Prompts of three lengths, a response budget that ends some by EOS and cuts others: the static cache samples
+    what transformers' dynamic cache (the default) samples, with the same log-probs."""
     from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
     model, tok = load_hf(tiny_chat)

@@ -2,9 +2,9 @@
 
 ``sample(model, requests, params, eos_ids, pad_id)`` generates one completion per request in one
 left-padded ``model.generate`` call and returns, per request, the new token ids and (when asked)
-their log-probabilities. Keys and values live in a static cache (``cache="static"``: preallocated to prompt +
-budget, written in place) rather than transformers' default dynamic one, which concatenates every layer's whole
-cache on every step (bench/generation_speed.py measures both):
+their log-probabilities. Keys and values live in transformers' dynamic cache (grown by concatenation every step);
+``cache="static"`` preallocates prompt + budget and writes in place, which measured slower on CPU (SmolLM2-135M,
+batch 64, fp32: 0.86x; bench/generation_speed.py):
 
     log_prob_t = log_softmax(z_t / T)[y_t]        z_t: the model's raw logits at step t, T: temperature
 
@@ -167,7 +167,7 @@ def sample(
     generator_seed: Optional[int] = None,
     share_prompt_prefill: bool = False,
     row_seeds: Optional[Sequence[int]] = None,
-    cache: str = "static",
+    cache: str = "dynamic",
 ) -> list[Completion]:
     """Complete every prompt (token ids) once; ``max_tokens[i]`` new tokens at most for prompt i.
 
@@ -178,8 +178,8 @@ def sample(
     shapes, which moves a draw across a token boundary with probability ~1e-7 per token.
     ``share_prompt_prefill``: repeated prompts (n samples of one question) are prefilled once
     (``prefill_shared_prompts``); same tokens.
-    ``cache``: "static" (keys and values preallocated for the longest prompt + ``max(max_tokens)``, written in place)
-    or "dynamic" (transformers' default, grown by concatenation); the same tokens up to float rounding.
+    ``cache``: "dynamic" (transformers' default, grown by concatenation) or "static" (keys and values preallocated for
+    the longest prompt + ``max(max_tokens)``, written in place); the same tokens up to float rounding.
     """
     if cache not in CACHES:
         raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
