@@ -133,23 +133,30 @@ def prefill_seconds(model, tokenizer, prompts, n: int, batch: int, repeats: int 
     return best
 
 
-def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int):
-    """(seconds with a full prefill, seconds with each prompt prefilled once, same tokens?) over ``sequences``."""
+def sample_sequences(model, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int,
+                     **sample_kwargs) -> tuple[float, list]:
+    """(seconds, token ids) of ``rollout.sampler.sample`` over the first ``sequences`` of the prompts repeated n
+    times, in batches of ``batch``, batch b seeded with ``batch_seed(0, b)``; ``sample_kwargs`` go to ``sample``."""
     from dft_verl.generation import batch_seed, chat_texts
     from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
     seqs = [ids[i] for i in range(len(ids)) for _ in range(n)][:sequences]
     eos = eos_token_ids(model.generation_config, tokenizer)
-    seconds, tokens = {}, {}
-    for shared in (False, True):
-        t0 = time.perf_counter()
-        tokens[shared] = [c.token_ids for b, s in enumerate(range(0, len(seqs), batch))
-                          for c in sample(model, seqs[s : s + batch], [max_new] * len(seqs[s : s + batch]),
-                                          SamplingParams(temperature=1.0), eos, tokenizer.pad_token_id,
-                                          generator_seed=batch_seed(0, b), share_prompt_prefill=shared)]
-        seconds[shared] = time.perf_counter() - t0
-    return seconds[False], seconds[True], tokens[False] == tokens[True]
+    t0 = time.perf_counter()
+    tokens = [c.token_ids for b, s in enumerate(range(0, len(seqs), batch))
+              for c in sample(model, seqs[s : s + batch], [max_new] * len(seqs[s : s + batch]),
+                              SamplingParams(temperature=1.0), eos, tokenizer.pad_token_id,
+                              generator_seed=batch_seed(0, b), **sample_kwargs)]
+    return time.perf_counter() - t0, tokens
+
+
+def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int):
+    """(seconds with a full prefill, seconds with each prompt prefilled once, same tokens?) over ``sequences``."""
+    (full_s, full), (shared_s, shared) = (
+        sample_sequences(model, tokenizer, prompts, n, batch, max_new, sequences, share_prompt_prefill=shared)
+        for shared in (False, True))
+    return full_s, shared_s, full == shared
 
 
 # the first: transformers' own; the second: what the sampler runs; the third: a static KV cache (measured slower)
@@ -159,29 +166,21 @@ VARIANTS = (("sdpa", "dynamic"), ("gqa_sdpa", "dynamic"), ("gqa_sdpa", "static")
 def variant_times(model_path: str, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int,
                   dtype: str) -> dict[tuple[str, str], tuple[float, list]]:
     """{(attention, cache): (seconds, tokens)} of sampling ``sequences`` sequences in batches of ``batch`` (same
-    seeds), the model loaded with each attention and sampled with each KV cache of ``VARIANTS``."""
+    seeds), the model loaded once per attention and sampled with each KV cache of ``VARIANTS``."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from dft_verl.attention import register
-    from dft_verl.generation import batch_seed, chat_texts
-    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
     register()
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
-    seqs = [ids[i] for i in range(len(ids)) for _ in range(n)][:sequences]
     out = {}
-    for attn, cache in VARIANTS:
+    for attn in dict.fromkeys(a for a, _ in VARIANTS):
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                                      attn_implementation=attn).eval()
-        eos = eos_token_ids(model.generation_config, tokenizer)
-        t0 = time.perf_counter()
-        tokens = [c.token_ids for b, s in enumerate(range(0, len(seqs), batch))
-                  for c in sample(model, seqs[s : s + batch], [max_new] * len(seqs[s : s + batch]),
-                                  SamplingParams(temperature=1.0), eos, tokenizer.pad_token_id,
-                                  generator_seed=batch_seed(0, b), share_prompt_prefill=True, cache=cache)]
-        out[attn, cache] = (time.perf_counter() - t0, tokens)
-    return out
+        for cache in (c for a, c in VARIANTS if a == attn):
+            out[attn, cache] = sample_sequences(model, tokenizer, prompts, n, batch, max_new, sequences,
+                                                share_prompt_prefill=True, cache=cache)
+    return {variant: out[variant] for variant in VARIANTS}
 
 
 def vllm_rows(model_path: str, prompts, kw: dict, tokenizer, budget: int) -> dict:

@@ -22,15 +22,18 @@ Registered under ``GQA_SDPA`` with transformers' public ``AttentionInterface`` a
 
 from __future__ import annotations
 
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
 GQA_SDPA = "gqa_sdpa"
 
 
 def gqa_sdpa_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                                scaling: float | None = None, is_causal: bool | None = None, **kwargs):
-    """Attention output ``[B, T, H, d]`` and None, as transformers' ``sdpa_attention_forward`` returns."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
+    """Attention output ``[B, T, H, d]`` and None, as transformers' ``sdpa_attention_forward`` returns (called for
+    every layer at every decoding step: no work here beyond the reshapes)."""
     groups = getattr(module, "num_key_value_groups", 1)
     if (groups == 1 or attention_mask is None or attention_mask.dim() != 4 or attention_mask.shape[1] != 1
             or kwargs.get("s_aux") is not None or kwargs.get("output_attentions")):
@@ -49,9 +52,6 @@ def gqa_sdpa_attention_forward(module, query, key, value, attention_mask, dropou
 
 def register() -> str:
     """Register ``gqa_sdpa`` with transformers (idempotent); returns its name for ``attn_implementation``."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(GQA_SDPA, gqa_sdpa_attention_forward)
     AttentionMaskInterface.register(GQA_SDPA, sdpa_mask)
     return GQA_SDPA

@@ -45,16 +45,16 @@ def _folder(path: str | Path) -> tuple[dict, dict[str, pd.DataFrame], dict[str, 
     return results, samples, metas
 
 
-def per_question(samples: pd.DataFrame, where: str) -> dict[int, tuple[str, str, float]]:
-    """{question index: (prompt, gold, p_i)} of one benchmark's judged samples."""
-    out = {}
-    for index, group in samples.groupby("index", sort=True):
-        first = group.iloc[0]
-        prompt = json.dumps([dict(m) for m in first["prompt"]], sort_keys=True)
-        out[int(index)] = (prompt, str(first["ground_truth"]), float(group["correct"].astype(bool).mean()))
-    if not out:
-        raise ValueError(f"{where}: no samples")
-    return out
+def per_question(samples: pd.DataFrame, k: int, where: str) -> dict[int, tuple[str, str, float]]:
+    """{question index: (prompt, gold, p_i)} of one benchmark's judged samples, k per question
+    (``dft_verl.eval.summarize_samples``: p_i and its checks)."""
+    from dft_verl.eval import summarize_samples
+
+    accuracy = summarize_samples(samples, k, where)["per_question_acc"]  # in index order
+    firsts = samples[samples["sample_idx"] == 0].sort_values("index", kind="stable")
+    return {int(row["index"]): (json.dumps([dict(m) for m in row["prompt"]], sort_keys=True),
+                                str(row["ground_truth"]), p)
+            for row, p in zip(firsts.to_dict("records"), accuracy)}
 
 
 def paired_accuracies(a: dict[int, tuple], b: dict[int, tuple], where: tuple[str, str]) -> tuple[list, list]:
@@ -84,8 +84,8 @@ def compare(eval_a: str | Path, eval_b: str | Path, reps: int = DEFAULT_REPS) ->
     acc_a, acc_b = {}, {}
     for bench in shared:
         where = (f"{eval_a}/samples/{bench}.parquet", f"{eval_b}/samples/{bench}.parquet")
-        acc_a[bench], acc_b[bench] = paired_accuracies(per_question(sa[bench], where[0]),
-                                                       per_question(sb[bench], where[1]), where)
+        acc_a[bench], acc_b[bench] = paired_accuracies(per_question(sa[bench], ra["k"], where[0]),
+                                                       per_question(sb[bench], rb["k"], where[1]), where)
     diff = paired_bootstrap(acc_a, acc_b, reps=reps)
     backend = {side: sorted({m.get("backend", "?") for m in metas.values()}) for side, metas in (("a", ma), ("b", mb))}
     differ = {key: [ra.get(key), rb.get(key)] for key in SETTINGS if ra.get(key) != rb.get(key)}
