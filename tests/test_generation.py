@@ -271,7 +271,7 @@ def test_shared_prompt_prefill_gives_the_same_tokens_and_log_probs(tiny_chat):
     sampled at T=1 with the same seed: the completions and their log-probs are those of the plain prefill."""
     import torch
 
-    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, prefill_shared_prompts, sample
+    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, prefill, sample
 
     model, tok = load_hf(tiny_chat)
     texts = chat_texts(tok, [*PROMPTS, build_prompt("3 + 4 = ?")])
@@ -290,32 +290,11 @@ def test_shared_prompt_prefill_gives_the_same_tokens_and_log_probs(tiny_chat):
     width = max(map(len, batch))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
-    cache = prefill_shared_prompts(model, ids, mask)
+    (cache, logits), (full_cache, full_logits) = prefill(model, ids, mask, share=True), prefill(model, ids, mask)
     keys = cache.layers[0].keys
-    assert keys.shape[0] == 6 and cache.get_seq_length() == width - 1
+    assert keys.shape[0] == 6 and keys.shape[2] == width and logits.shape[0] == 6
     assert torch.equal(keys[0], keys[2]) and torch.equal(keys[3], keys[4]) and not torch.equal(keys[0], keys[3])
-    assert prefill_shared_prompts(model, ids[[0, 3, 5]], mask[[0, 3, 5]]) is None  # nothing repeats
-    static = prefill_shared_prompts(model, ids, mask, max_cache_len=width + 10)
-    assert static.layers[0].keys.shape[2] == width + 10 and int(static.get_seq_length()) == width - 1
-    assert torch.equal(static.layers[0].keys[:, :, : width - 1], keys)
+    assert torch.equal(logits[0], logits[2]) and not torch.equal(logits[0], logits[3])
+    # the copies are what each row's own prefill computes
+    assert torch.allclose(keys, full_cache.layers[0].keys, atol=1e-5) and torch.allclose(logits, full_logits, atol=1e-4)
 
-
-@pytest.mark.parametrize("shared", [False, True])
-def test_static_and_dynamic_caches_give_the_same_tokens_and_log_probs(tiny_chat, shared):
-    """Prompts of three lengths, a response budget that ends some by EOS and cuts others: the static cache samples
-    what transformers' dynamic cache (the default) samples, with the same log-probs."""
-    from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
-
-    model, tok = load_hf(tiny_chat)
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tok, [*PROMPTS, build_prompt("3 + 4 = ?")])]
-    batch = [ids[0], ids[0], ids[1], ids[2], ids[2]]
-    args = (batch, [6, 12, 12, 3, 12], SamplingParams(temperature=1.0, logprobs=True),
-            eos_token_ids(model.generation_config, tok), tok.pad_token_id)
-    static, dynamic = (sample(model, *args, generator_seed=5, share_prompt_prefill=shared, cache=c)
-                       for c in ("static", "dynamic"))
-    assert [x.token_ids for x in static] == [x.token_ids for x in dynamic]
-    assert [len(x.token_ids) for x in static][3] <= 3
-    for x, y in zip(static, dynamic):
-        assert x.log_probs == pytest.approx(y.log_probs, abs=1e-5)
-    with pytest.raises(ValueError, match="cache must be one of"):
-        sample(model, *args, cache="paged")

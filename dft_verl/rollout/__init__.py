@@ -1,10 +1,10 @@
-"""A CPU rollout backend for verl's server-mode rollout: transformers ``generate`` behind verl's API.
+"""A CPU rollout backend for verl's server-mode rollout: a transformers model behind verl's API.
 
 Select it with ``actor_rollout_ref.rollout.name=hf`` (the CPU settings, ``+platform=cpu`` on the
 online configs, do). verl's vLLM backend needs CUDA; this one runs the same agent loop, reward and
 weight-sync path with a plain transformers model, so GRPO/PPO run end to end on a laptop or in CI.
 
-    sampler.py   one batched ``model.generate`` with vLLM's request semantics and the actor's log-probs
+    sampler.py   a batched decoding loop with vLLM's request semantics and the actor's log-probs
     server.py    the Ray actor verl's agent loop talks to (micro-batching, weight loading, lifecycle)
     replica.py   the replica verl's LLMServerManager launches and the adapter inside each trainer rank
 

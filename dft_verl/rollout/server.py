@@ -3,12 +3,12 @@
 verl's agent loop calls ``generate(prompt_ids, sampling_params, request_id)`` concurrently, one call
 per sample; the server queues them, waits ``batch_wait_s`` for siblings, groups requests with equal
 sampling settings, and runs each group through ``sampler.sample`` in batches of at most
-``max_batch_size`` (one ``model.generate`` per batch, in a worker thread so the actor keeps
-accepting requests). Weights arrive from the FSDP actor after every step (``begin_weight_update``,
+``max_batch_size`` (one decoding loop per batch, each distinct prompt prefilled once, in a worker thread so the
+actor keeps accepting requests). Weights arrive from the FSDP actor after every step (``begin_weight_update``,
 ``load_weights`` per bucket, ``finish_weight_update``); generation waits while they load.
 
 With ``actor_rollout_ref.rollout.full_determinism`` (verl's switch; the CPU platform sets it) each request samples
-from its own random stream (sampler.RowSeededSampling) seeded with ``request_seed``: a hash of rollout.seed, the
+from its own random stream (sampler.Uniforms) seeded with ``request_seed``: a hash of rollout.seed, the
 global step, the request id verl gives under that switch (``det-<priority>``; verl 0.9.1's cpu_sync/v1 agent loop
 passes no priority, so every id is ``det-0``), the prompt's tokens, and how many requests with that id and prompt
 came before it in the step (the k-th of a question's n samples gets stream k). So a rerun of the same config samples
@@ -224,7 +224,7 @@ class HFRolloutServer:
                 seeds = [i.seed for i in items]
                 completions = await asyncio.to_thread(
                     sample, self.model, [i.prompt for i in items], [i.limit for i in items], params, self.eos_ids,
-                    self.pad_id, row_seeds=None if None in seeds else seeds)
+                    self.pad_id, row_seeds=None if None in seeds else seeds, share_prompt_prefill=True)
                 self.stats["generate_s"] += time.perf_counter() - t0
             self.stats["batches"] += 1
             self.stats["requests"] += len(items)
