@@ -21,7 +21,8 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
                             transformers' ``model.generate`` with its "sdpa" attention, then the sampler's own loop
                             (``rollout.sampler.sample``) with "sdpa", then with ``dft_verl.attention``'s gqa_sdpa
                             (what the sampler runs); wall time, tokens/s, speed-up over generate, and whether the
-                            sampler's tokens are the same with both attentions (generate draws other samples)
+                            two attentions gave the same tokens (float rounding differs between them, and a draw
+                            near a token boundary can move; generate draws other samples altogether)
     prefill once            ``rollout.sampler.sample`` over the first --compare-sequences sequences in batches of B,
                             one process: wall time with ``share_prompt_prefill`` off / on, and whether the tokens
                             are the same
@@ -312,12 +313,11 @@ def main() -> None:
         for dt in dtypes:
             timed = variant_times(model_path, tokenizer, prompts, args.n, max(batches), args.max_new_tokens,
                                   args.compare_sequences, dt)
-            base_s = timed[VARIANTS[0]][0]
-            ours = timed[VARIANTS[1]][1]  # the sampler's loop: its tokens do not depend on the attention
+            base_s, ours = timed[VARIANTS[0]][0], timed[VARIANTS[1]][1]
             print(f"decode variants, {dt}, 1 process, batch {max(batches)}, {args.compare_sequences} sequences: "
                   + "; ".join(f"{lp} + {a} {t:.1f} s, {sum(map(len, tok)) / t:.0f} tok/s ({base_s / t:.2f}x"
-                              + ("" if lp == "generate" else
-                                 f", same tokens: {'yes' if tok == ours else 'NO'}") + ")"
+                              + (f", same tokens as sample + sdpa: {'yes' if tok == ours else 'no'}"
+                                 if (lp, a) == VARIANTS[2] else "") + ")"
                               for (lp, a), (t, tok) in timed.items())
                   + f"; load {os.getloadavg()[0]:.2f}", flush=True)
     print("prefill s per batch (P=1): " + ", ".join(f"B={b} {prefill[b]:.2f}" for b in batches)
