@@ -1,8 +1,9 @@
 """Sampling n responses per chat prompt, with the tokenizer's own chat template (add_generation_prompt=True).
 
 Backends (same call, same output shape ``out[i][j]`` = j-th response to prompt i):
-    "hf"    transformers ``generate`` on CPU (or whatever device the model loads on): batched with left
-            padding, multinomial sampling at ``temperature`` / ``top_p``. Each batch reseeds torch with
+    "hf"    a transformers model on CPU (or whatever device the model loads on) through ``rollout.sampler.sample``'s
+            decoding loop: batched with left padding, each prompt prefilled once for its n samples, sampling at
+            ``temperature`` / ``top_p`` (nothing else: no top-k). Each batch reseeds torch with
             ``batch_seed(seed, b)``, so a rerun with the same seed and batch_size gives the same text, and
             batch b does not depend on whether batches < b ran (resumable callers may skip them, and
             ``start`` continues a run: see ``generate``).
