@@ -161,7 +161,8 @@ def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: i
     return full_s, shared_s, full == shared
 
 
-def generate_sequences(model, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int) -> tuple[float, list]:
+def generate_sequences(model, tokenizer, prompts, n: int, batch: int, max_new: int,
+                       sequences: int) -> tuple[float, list]:
     """(seconds, token ids) as ``sample_sequences``, through transformers' ``model.generate`` instead of the sampler's
     loop: same left-padded batches and seeds, ``do_sample`` at T=1 with top_k=0 (its default would be 50). It draws
     with ``torch.multinomial``, so its tokens are other samples of the same distribution."""

@@ -118,6 +118,25 @@ def test_checkpoint_generation_defaults_are_not_applied(model_and_prompts):
     assert len(draws) > 1
 
 
+def test_repetition_penalty_sees_each_rows_own_tokens_only(model_and_prompts):
+    """A repetition penalty with rows of different prompt lengths (left padding), budgets and seeds: each row's tokens
+    and log-probs are those it gets alone. The pad id is the token the shortest prompt draws first, so penalising the
+    padding as if it were the row's own tokens would move that row's draws; the penalty itself changes them too."""
+    model, tok, prompts = model_and_prompts
+    params = SamplingParams(temperature=1.0, repetition_penalty=1.3, logprobs=True)
+    seeds, limits = [3, 1, 4, 1], [7, 2, 9, 5]
+    short = min(range(len(prompts)), key=lambda i: len(prompts[i]))
+    pad = sample(model, [prompts[short]], [1], params, [], tok.pad_token_id, row_seeds=[seeds[short]])[0].token_ids[0]
+    assert pad not in prompts[short]
+    alone = [sample(model, [p], [m], params, [], pad, row_seeds=[s])[0] for p, m, s in zip(prompts, limits, seeds)]
+    together = sample(model, prompts, limits, params, [], pad, row_seeds=seeds)
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    for x, y in zip(together, alone):
+        assert x.log_probs == pytest.approx(y.log_probs, abs=1e-4)  # batch-shape rounding: 1.6e-5 seen
+    plain = sample(model, prompts, limits, SamplingParams(temperature=1.0), [], pad, row_seeds=seeds)
+    assert [c.token_ids for c in plain] != [c.token_ids for c in together]
+
+
 def test_bad_requests_fail_clearly(model_and_prompts):
     model, tok, prompts = model_and_prompts
     with pytest.raises(ValueError, match="max_tokens"):
@@ -138,7 +157,8 @@ def test_row_seeded_draws_follow_the_warped_softmax(temperature, top_k, top_p, k
 
     logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
     rows, steps = 4000, 4
-    chain, uniforms = warpers(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)), Uniforms(range(rows), "cpu")
+    chain = warpers(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p))
+    uniforms = Uniforms(range(rows), "cpu")
     counts = torch.zeros(4)
     for _ in range(steps):
         scores = chain(torch.zeros(rows, 1, dtype=torch.long), logits.expand(rows, 4).clone())

@@ -95,7 +95,7 @@ def warpers(params: SamplingParams) -> LogitsProcessorList:
         chain.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
     if params.temperature > 0:
         if params.temperature != 1:
-            chain.append(TemperatureLogitsWarper(params.temperature))
+            chain.append(TemperatureLogitsWarper(float(params.temperature)))
         if params.top_k > 0:
             chain.append(TopKLogitsWarper(params.top_k))
         if params.top_p < 1:
@@ -204,7 +204,9 @@ def sample(
 
     cache, logits = prefill(model, ids, mask, share=share_prompt_prefill)
     rows = list(range(len(prompts)))  # batch position -> request index, for the live rows
-    seen = ids  # prompt + tokens so far, for the repetition penalty (as generate passes input_ids, padding included)
+    # prompt + tokens so far, for the repetition penalty; padding reads as the row's last prompt token, so a row is
+    # penalised for its own tokens only, whatever it is batched with (generate penalised the pad id as well)
+    seen = torch.where(mask.bool(), ids, ids[:, -1:])
     positions = mask.sum(-1, keepdim=True) - 1  # of each row's last token
     tokens: list[list[int]] = [[] for _ in prompts]
     log_probs: list[list[float]] = [[] for _ in prompts]
