@@ -135,15 +135,22 @@ def prefill_seconds(model, tokenizer, prompts, n: int, batch: int, repeats: int 
     return best
 
 
+def repeated_prompt_ids(tokenizer, prompts, n: int, sequences: int) -> list[list[int]]:
+    """Token ids of the chat prompts, each repeated n times in a row, the first ``sequences`` of them."""
+    from dft_verl.generation import chat_texts
+
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
+    return [ids[i] for i in range(len(ids)) for _ in range(n)][:sequences]
+
+
 def sample_sequences(model, tokenizer, prompts, n: int, batch: int, max_new: int, sequences: int,
                      **sample_kwargs) -> tuple[float, list]:
     """(seconds, token ids) of ``rollout.sampler.sample`` over the first ``sequences`` of the prompts repeated n
     times, in batches of ``batch``, batch b seeded with ``batch_seed(0, b)``; ``sample_kwargs`` go to ``sample``."""
-    from dft_verl.generation import batch_seed, chat_texts
+    from dft_verl.generation import batch_seed
     from dft_verl.rollout.sampler import SamplingParams, eos_token_ids, sample
 
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in chat_texts(tokenizer, prompts)]
-    seqs = [ids[i] for i in range(len(ids)) for _ in range(n)][:sequences]
+    seqs = repeated_prompt_ids(tokenizer, prompts, n, sequences)
     eos = eos_token_ids(model.generation_config, tokenizer)
     t0 = time.perf_counter()
     tokens = [c.token_ids for b, s in enumerate(range(0, len(seqs), batch))
@@ -164,24 +171,15 @@ def prefill_once_times(model, tokenizer, prompts, n: int, batch: int, max_new: i
 def generate_sequences(model, tokenizer, prompts, n: int, batch: int, max_new: int,
                        sequences: int) -> tuple[float, list]:
     """(seconds, token ids) as ``sample_sequences``, through transformers' ``model.generate`` instead of the sampler's
-    loop: same left-padded batches and seeds, ``do_sample`` at T=1 with top_k=0 (its default would be 50). It draws
-    with ``torch.multinomial``, so its tokens are other samples of the same distribution."""
-    import torch
+    loop (``rollout_throughput.plain_generate``: same left-padded batches and seeds, the whole softmax at T=1). It
+    draws with ``torch.multinomial``, so its tokens are other samples of the same distribution."""
+    from rollout_throughput import plain_generate
 
-    from dft_verl.generation import batch_seed, chat_texts
     from dft_verl.rollout.sampler import eos_token_ids
 
-    texts = [t for t in chat_texts(tokenizer, prompts) for _ in range(n)][:sequences]
-    eos = eos_token_ids(model.generation_config, tokenizer)
-    t0, tokens = time.perf_counter(), []
-    for b, s in enumerate(range(0, len(texts), batch)):
-        enc = tokenizer(texts[s : s + batch], add_special_tokens=False, padding=True, return_tensors="pt")
-        torch.manual_seed(batch_seed(0, b))
-        out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new,
-                             eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
-        for row in out[:, enc["input_ids"].shape[1] :].tolist():
-            stop = next((j for j, t in enumerate(row) if t in eos), None)
-            tokens.append(row if stop is None else row[: stop + 1])
+    seqs, eos = repeated_prompt_ids(tokenizer, prompts, n, sequences), eos_token_ids(model.generation_config, tokenizer)
+    t0 = time.perf_counter()
+    tokens = plain_generate(model, tokenizer, seqs, max_new, batch, eos=eos, seed=0)
     return time.perf_counter() - t0, tokens
 
 

@@ -37,21 +37,28 @@ def prompt_ids(tokenizer, n_prompts: int) -> list[list[int]]:
     return ids
 
 
-def plain_generate(model, tokenizer, requests, max_new: int, batch: int) -> int:
-    """transformers generate over the requests in batches; returns generated tokens (up to and with EOS)."""
+def plain_generate(model, tokenizer, requests, max_new: int, batch: int, eos: list[int] | None = None,
+                   seed: int | None = None) -> list[list[int]]:
+    """transformers ``generate`` over the requests (token ids) in left-padded batches, sampling the whole softmax at
+    T=1 (top_k=0: its default would be 50); each completion cut after its first EOS id (``eos``, default the
+    tokenizer's). ``seed``: batch b reseeds torch with ``batch_seed(seed, b)``, as the hf sampler's batches do."""
     import torch
 
+    eos = [tokenizer.eos_token_id] if eos is None else eos
     tokenizer.padding_side = "left"
-    tokens = 0
-    for s in range(0, len(requests), batch):
-        chunk = requests[s : s + batch]
-        enc = tokenizer.pad({"input_ids": chunk}, return_tensors="pt")
+    completions = []
+    for b, s in enumerate(range(0, len(requests), batch)):
+        enc = tokenizer.pad({"input_ids": requests[s : s + batch]}, return_tensors="pt")
+        if seed is not None:
+            from dft_verl.generation import batch_seed
+
+            torch.manual_seed(batch_seed(seed, b))
         with torch.no_grad():
             out = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                                 eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
         for row in out[:, enc["input_ids"].shape[1] :].tolist():
-            tokens += next((j + 1 for j, t in enumerate(row) if t == tokenizer.eos_token_id), len(row))
-    return tokens
+            completions.append(row[: next((j + 1 for j, t in enumerate(row) if t in eos), len(row))])
+    return completions
 
 
 def main() -> None:
@@ -96,8 +103,8 @@ def main() -> None:
     served()  # warm-up: first-call allocations on both sides
     plain_generate(model, tokenizer, requests[: args.batch], args.max_new_tokens, args.batch)
     for _ in range(args.repeats):  # alternate, so drift in machine load hits both sides alike
-        for name, fn in (("transformers.generate", lambda: plain_generate(model, tokenizer, requests,
-                                                                            args.max_new_tokens, args.batch)),
+        for name, fn in (("transformers.generate", lambda: sum(map(len, plain_generate(
+                             model, tokenizer, requests, args.max_new_tokens, args.batch)))),
                          ("hf rollout server", served)):
             t0 = time.perf_counter()
             tokens = fn()
