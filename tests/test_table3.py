@@ -238,6 +238,37 @@ def test_cpu_preset_changes_sizes_and_device_only(tmp_path):
     assert not any(a.startswith(("trainer.device", "+platform")) for c in paper.values() for a in c[0])
 
 
+def test_train_dtype_bfloat16_is_fsdp2_mixed_precision_in_every_cpu_trainer(tmp_path):
+    """TRAIN_DTYPE=bfloat16: bf16 parameters and compute, fp32 master weights and reduction, in the SFT family's and
+    DPO's engine and in main_ppo's actor, reference and critic (composed as main_ppo composes it, then checked by
+    verl's own config classes); the rollout samples in bf16 too. auto follows the CPU's native bf16."""
+    from dft_verl.platform.cpu import native_bf16
+    from dft_verl.table3.check import check_command, compose_config, split_hydra_args
+
+    s = settings(tmp_path, PRESET="cpu-tiny", TRAIN_DTYPE="bfloat16")
+    for row, i in (("sft", 0), ("dpo", 1)):
+        o = overrides(commands(s, row)[i])
+        assert (o["+engine.mixed_precision.param_dtype"], o["+engine.mixed_precision.reduce_dtype"]) == ("bf16", "fp32")
+    fp32 = overrides(commands(settings(tmp_path, PRESET="cpu-tiny"), "sft")[0])
+    assert fp32["+engine.mixed_precision.param_dtype"] == "fp32"
+    for row in ("ppo", "grpo"):
+        step = next(st for st in plan.steps(s, row) if st.name == "train")
+        assert "+platform=cpu_bf16" in step.args
+        cfg = compose_config(*split_hydra_args(step.module, step.args))
+        engines = [cfg.actor_rollout_ref.actor.fsdp_config, cfg.actor_rollout_ref.ref.fsdp_config, cfg.critic.fsdp]
+        assert [(e.mixed_precision.param_dtype, e.mixed_precision.reduce_dtype, e.model_dtype) for e in engines] == \
+            [("bf16", "fp32", "fp32")] * 3
+        # everything else of platform/cpu still applies
+        assert (cfg.actor_rollout_ref.rollout.dtype, cfg.actor_rollout_ref.rollout.name, cfg.trainer.device) == \
+            ("bfloat16", "hf", "cpu")
+        check_command(step.module, step.args)
+    auto = settings(tmp_path, PRESET="cpu-tiny", TRAIN_DTYPE="auto").TRAIN_DTYPE
+    assert auto == ("bfloat16" if native_bf16() else "float32")
+    # GPUs: verl's own bf16 mixed precision, no override
+    assert settings(tmp_path, TRAIN_DTYPE="auto").TRAIN_DTYPE == "bfloat16"
+    assert not any("mixed_precision" in a for a in commands(settings(tmp_path, TRAIN_DTYPE="bfloat16"), "sft")[0])
+
+
 def test_cpu_ray_jobs_get_the_cpu_platform_and_no_gpus(tmp_path):
     import json
 

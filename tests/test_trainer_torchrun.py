@@ -35,14 +35,14 @@ def sft_parquet(tmp_path_factory):
     return str(path)
 
 
-def run_trainer(model, data, ckpt, loss_type, steps, extra=()):
+def run_trainer(model, data, ckpt, loss_type, steps, extra=(), dtype="float32"):
     cmd = TORCHRUN + [
         "-m", "dft_verl.trainer.sft",
         f"data.train_files={data}", f"model.path={model}",
         "data.train_batch_size=16", "data.micro_batch_size_per_gpu=4", "data.max_length=128",
         f"trainer.total_training_steps={'null' if steps is None else steps}", f"trainer.default_local_dir={ckpt}",
         "trainer.save_freq=2", "optim.lr=3e-3", f"loss.type={loss_type}",
-        *cpu_overrides(), *extra,
+        *cpu_overrides(dtype), *extra,
     ]
     proc = subprocess.run(cmd, env=cpu_env(), capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
@@ -80,6 +80,22 @@ def test_training_lowers_ce_and_checkpoints_resume(tiny_model_dir, sft_parquet, 
     assert sorted(ce2) == [5, 6], log2[-3000:]
     assert ce2[5] < ce[1]
     assert (ckpt / "global_step_6").is_dir()
+
+
+def test_bf16_mixed_precision_computes_in_bf16_and_keeps_fp32_weights(tiny_model_dir, sft_parquet, tmp_path):
+    """cpu_overrides("bfloat16") (TRAIN_DTYPE=bfloat16): the forward runs in bf16, so step 1's CE of the same model
+    and batch moves off the fp32 value by bf16 rounding (not more); training still lowers it; the weights the
+    optimiser keeps, and the checkpoint evaluation reads, stay fp32."""
+    from safetensors import safe_open
+
+    fp32 = metric_series(run_trainer(tiny_model_dir, sft_parquet, tmp_path / "fp32", "sft", steps=1), "dft/ce")
+    log = run_trainer(tiny_model_dir, sft_parquet, tmp_path / "bf16", "sft", steps=4, dtype="bfloat16")
+    ce = metric_series(log, "dft/ce")
+    assert sorted(ce) == [1, 2, 3, 4], log[-3000:]
+    assert ce[1] != fp32[1] and ce[1] == pytest.approx(fp32[1], rel=2e-2), (ce[1], fp32[1])
+    assert ce[4] < ce[1] - 0.05, ce
+    with safe_open(str(tmp_path / "bf16" / "global_step_4" / "huggingface" / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}
 
 
 def test_a_run_resumed_at_an_epoch_end_trains_like_a_clean_run(tiny_model_dir, sft_parquet, tmp_path):

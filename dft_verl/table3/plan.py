@@ -126,7 +126,7 @@ def engine_overrides(s: Settings) -> list[str]:
         return []
     from dft_verl.trainer.overrides import cpu_overrides
 
-    return cpu_overrides()
+    return cpu_overrides(s.TRAIN_DTYPE)
 
 
 def checkpoint_overrides(s: Settings, row: str) -> list[str]:
@@ -191,7 +191,7 @@ def ppo_overrides(s: Settings, row: Row) -> list[str]:
         out += [f"critic.optim.lr={s.PPO_CRITIC_LR}", f"critic.optim.lr_warmup_steps_ratio={s.RL_WARMUP_RATIO}"]
     out += [*checkpoint_overrides(s, row.key), *seed_overrides(s, "ppo")]
     if s.cpu:
-        out.append("+platform=cpu")
+        out.append("+platform=cpu" if s.TRAIN_DTYPE == "float32" else "+platform=cpu_bf16")
         if s.RAY_ADDRESS:  # a running cluster has its own CPU count (ray start --num-cpus); ray.init may not set one
             out.append("ray_kwargs.ray_init.num_cpus=null")
     return [*out, board.logger_override(s)]

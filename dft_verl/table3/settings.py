@@ -55,6 +55,11 @@ SETTINGS: tuple[Setting, ...] = (
     _s("RAY_RANK_RESOURCE", "", "DEVICE=cpu with RAY_ADDRESS: the custom Ray resource that counts trainer ranks on a "
        "node, as GPUs do (each node: ray start --resources='{\"<name>\": N_GPUS_PER_NODE}'), so NNODES > 1 places "
        "ranks on every node; empty: ranks take Ray CPUs, which Ray may pack on one node"),
+    _s("TRAIN_DTYPE", "float32", "DEVICE=cpu: compute dtype of every trainer and of the PPO/GRPO rollout: bfloat16 (FSDP2 "
+       "mixed precision: bf16 parameters and compute, fp32 master weights, optimiser state and gradient reduction; the "
+       "rollout samples in bf16), float32, or auto (bfloat16 where the CPU multiplies bf16 natively, avx512_bf16 or "
+       "amx_bf16, else float32). GPUs always train in verl's bf16 mixed precision (bench/train_dtype.py, "
+       "docs/development.md)", ("auto", "float32", "bfloat16")),
     _s("LOGGER", "tensorboard", "tracking board of every trained row and its evaluation scores: tensorboard "
        "(RUNS_DIR/tensorboard/<row>), wandb (offline unless WANDB_API_KEY or WANDB_MODE is set), mlflow "
        "(file:RUNS_DIR/mlruns unless MLFLOW_TRACKING_URI is set), console", ("tensorboard", "wandb", "mlflow", "console")),
@@ -269,6 +274,10 @@ def resolve(env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None 
                  "EVAL_NUM_GPUS"):
         if not values[name].isdigit():
             raise SettingsError(f"{name}={values[name]}: a whole number")
+    if values["TRAIN_DTYPE"] == "auto":  # resolved here, so that manifests and commands name the dtype that runs
+        from dft_verl.platform.cpu import native_bf16
+
+        values["TRAIN_DTYPE"] = "bfloat16" if values["DEVICE"] == "gpu" or native_bf16() else "float32"
     model = values["MODEL_PATH"]
     if values["MODEL_BUILD"] not in ("", "none") or (cwd / model).exists() or os.path.isabs(model):
         values["MODEL_PATH"] = str((cwd / model).resolve())

@@ -12,11 +12,16 @@ def cpu_overrides(dtype: str = "float32") -> list[str]:
     """Overrides for ``dft_verl.trainer.sft`` on CPU: FSDP2 (FSDP1 needs an accelerator), SDPA
     attention (flash-attn is CUDA-only), no torch.compile, in-process data loading.
 
-    dtype: "float32" computes in fp32 (FSDP mixed precision off: CPU bf16 autocast is slower and
-    rounds the loss); "bfloat16" keeps verl's default bf16 compute."""
+    dtype: the compute dtype (the Table-3 setting TRAIN_DTYPE). "float32": fp32 end to end. "bfloat16": FSDP2 mixed
+    precision as verl runs it on GPUs: bf16 parameters in forward and backward (under bf16 autocast, which keeps
+    softmax and the loss in fp32), fp32 master weights (``engine.model_dtype``), optimiser state and gradient
+    reduction. On a CPU with native bf16 (avx512_bf16) a SmolLM2 step is ~2x faster in bf16 (bench/train_dtype.py)."""
     precision = {"float32": "fp32", "bfloat16": "bf16"}[dtype]
+    # verl reduces gradients in fp32 by default; said explicitly where the parameters are bf16
+    reduce = ["+engine.mixed_precision.reduce_dtype=fp32"] if precision == "bf16" else []
     return [
         f"+engine.mixed_precision.param_dtype={precision}",
+        *reduce,
         "trainer.device=cpu",
         "engine.strategy=fsdp2",
         f"engine.dtype={dtype}",
