@@ -59,7 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
        "mixed precision: bf16 parameters and compute, fp32 master weights, optimiser state and gradient reduction; the "
        "rollout samples in bf16), float32, or auto (bfloat16 where the CPU multiplies bf16 natively, avx512_bf16 or "
        "amx_bf16, else float32). GPUs always train in verl's bf16 mixed precision (bench/train_dtype.py, "
-       "docs/development.md)", ("auto", "float32", "bfloat16")),
+       "docs/cpu.md)", ("auto", "float32", "bfloat16")),
     _s("LOGGER", "tensorboard", "tracking board of every trained row and its evaluation scores: tensorboard "
        "(RUNS_DIR/tensorboard/<row>), wandb (offline unless WANDB_API_KEY or WANDB_MODE is set), mlflow "
        "(file:RUNS_DIR/mlruns unless MLFLOW_TRACKING_URI is set), console", ("tensorboard", "wandb", "mlflow", "console")),
