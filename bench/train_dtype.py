@@ -5,10 +5,13 @@ optimiser state and gradient reduction) and the PPO/GRPO rollout in bf16; float3
 (dft_verl.trainer.cpu_overrides, dft_verl/config/online/platform/cpu_bf16.yaml).
 
 Side by side (default): each row is trained in float32, then in bfloat16, row after row, from a finished demo's base
-model and data (same questions, seed, sizes), into OUT/<dtype>/ (no evaluation: EVAL=0). A second call reuses the
-finished rows (the runner's manifests); --overwrite trains again.
+model and data (same questions, seed, sizes), into OUT/<dtype>/ (no evaluation: EVAL=0; --eval evaluates each row as
+the demo does). A second call reuses the finished rows (the runner's manifests); --overwrite trains again.
+--dtypes bfloat16 trains in bf16 only: `--runs runs/demo OUT/bfloat16` then sets it beside the demo's own fp32 rows
+(same base model, data and settings; not side by side in time).
 
     python bench/train_dtype.py --demo runs/demo [--rows sft,dpo,grpo] [--out /tmp/dft_verl_bench/train_dtype]
+                                [--dtypes float32,bfloat16] [--eval]
 
 Two finished Table-3 runs (e.g. two demos, `recipe_env.TRAIN_DTYPE=...`), read only, not side by side:
 
@@ -21,6 +24,8 @@ Per row and dtype:
     loss           the loss at the first and last step (SFT family, DPO: train/loss; PPO/GRPO: actor/pg_loss) and
                    the largest |difference| between the two curves, step by step
     rollout-actor  PPO/GRPO: largest training/rollout_probs_diff_max (|p_rollout - p_actor| over response tokens)
+    accuracy       where both were evaluated (eval/results.json): each Average@k over the held-out questions and
+                   bf16 - fp32 in points with its paired bootstrap 95% CI (dft_verl.stats, same questions)
 """
 
 from __future__ import annotations
@@ -55,10 +60,10 @@ def base_env(demo: Path, out: Path) -> dict[str, str]:
     return env
 
 
-def train(row: str, env: dict[str, str], runs: Path, dtype: str, overwrite: bool) -> None:
+def train(row: str, env: dict[str, str], runs: Path, dtype: str, overwrite: bool, evaluate: bool = False) -> None:
     """One row through the Table-3 runner, as a user runs it (`python -m dft_verl.table3 run ROW`)."""
     run_env = {**os.environ, **env, "RUNS_DIR": str(runs), "CKPT_DIR": str(runs / "checkpoints"),
-               "TRAIN_DTYPE": dtype, "OVERWRITE": "1" if overwrite else "0"}
+               "TRAIN_DTYPE": dtype, "OVERWRITE": "1" if overwrite else "0", "EVAL": "1" if evaluate else "0"}
     print(f"  {row} {dtype}: training (log {runs / row}/train.log); load {os.getloadavg()[0]:.2f}", flush=True)
     done = subprocess.run([sys.executable, "-m", "dft_verl.table3", "run", row], env=run_env)
     if done.returncode:
@@ -84,22 +89,36 @@ def row_figures(runs: Path, row: str) -> dict | None:
             "loss": [steps[s].get(key) for s in order], "loss_key": key, "rollout_diff": max(diffs) if diffs else None}
 
 
+def accuracy(runs: dict[str, Path], row: str) -> str:
+    """Both evaluations' Average@k and bf16 - fp32 with its paired bootstrap CI; "-" unless both exist."""
+    from dft_verl.stats import average_over_benchmarks, paired_bootstrap
+
+    paths = [runs[d] / row / "eval" / "results.json" for d in DTYPES]
+    if not all(p.is_file() for p in paths):
+        return "-"
+    a, b = ({n: e["per_question_acc"] for n, e in json.loads(p.read_text())["benchmarks"].items()} for p in paths)
+    d = paired_bootstrap(b, a)
+    scores = [average_over_benchmarks(list(r.values()))[0] for r in (a, b)]
+    return f"{scores[0]:.1f} / {scores[1]:.1f}, {d.diff:+.1f} [{d.ci95[0]:+.1f}, {d.ci95[1]:+.1f}]"
+
+
 def table(runs: dict[str, Path], rows: list[str]) -> str:
     """The comparison, a line per row: each dtype's figures and the bf16 / fp32 ratios."""
     lines = ["| row | train s fp32 / bf16 | s/step fp32 / bf16 (ratio) | peak GB fp32 / bf16 | loss first -> last "
-             "fp32 ; bf16 | max |loss diff| | rollout-actor max fp32 / bf16 |",
-             "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+             "fp32 ; bf16 | max |loss diff| | rollout-actor max fp32 / bf16 | accuracy fp32 / bf16, bf16 - fp32 |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
     for row in rows:
         a, b = (row_figures(runs[d], row) for d in DTYPES)
         if a is None or b is None:
-            lines.append(f"| {row} | not trained in {'both dtypes' if a is b else 'one dtype'} | | | | | |")
+            lines.append(f"| {row} | not trained in {'both dtypes' if a is b else 'one dtype'} | | | | | | |")
             continue
         diff = max((abs(x - y) for x, y in zip(a["loss"], b["loss"]) if x is not None and y is not None), default=0)
         roll = " / ".join("-" if f["rollout_diff"] is None else f"{f['rollout_diff']:.2e}" for f in (a, b))
         lines.append(f"| {row} | {a['wall']:.0f} / {b['wall']:.0f} | {a['step_s']:.1f} / {b['step_s']:.1f} "
                      f"({a['step_s'] / b['step_s']:.2f}x) | {a['peak_gb']:.2f} / {b['peak_gb']:.2f} | "
                      f"{a['loss'][0]:.4f} -> {a['loss'][-1]:.4f} ; {b['loss'][0]:.4f} -> {b['loss'][-1]:.4f} "
-                     f"({a['loss_key']}, {a['steps']} / {b['steps']} steps) | {diff:.4f} | {roll} |")
+                     f"({a['loss_key']}, {a['steps']} / {b['steps']} steps) | {diff:.4f} | {roll} | "
+                     f"{accuracy(runs, row)} |")
     return "\n".join(lines)
 
 
@@ -112,6 +131,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", default="sft,dpo,grpo", help="comma-separated trained rows")
     ap.add_argument("--out", type=Path, default=Path("/tmp/dft_verl_bench/train_dtype"))
     ap.add_argument("--overwrite", action="store_true", help="train again what finished")
+    ap.add_argument("--dtypes", default=",".join(DTYPES), help="which of float32,bfloat16 to train (--demo)")
+    ap.add_argument("--eval", action="store_true", help="evaluate each trained row as the demo does (--demo)")
     args = ap.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     from dft_verl.platform.cpu import native_bf16
@@ -125,8 +146,8 @@ def main(argv=None) -> None:
         env = base_env(args.demo.resolve(), out)
         runs = {d: out / d for d in DTYPES}
         for row in rows:
-            for dtype in DTYPES:
-                train(row, env, runs[dtype], dtype, args.overwrite)
+            for dtype in (d for d in DTYPES if d in args.dtypes.split(",")):
+                train(row, env, runs[dtype], dtype, args.overwrite, args.eval)
     print(f"load average {os.getloadavg()[0]:.2f} at end\n")
     print(table(runs, rows))
 

@@ -6,6 +6,8 @@ Layout read under RUNS_DIR (one sub-folder per Table-3 row; a missing folder or 
 
     RUNS_DIR/<row>/eval/results.json                 final model, written by `python -m dft_verl.eval`
     RUNS_DIR/<row>/eval/step_<N>/results.json        optional: checkpoint at training step N (Fig. 1)
+    RUNS_DIR/<row>/steps/train.json                  optional: the Table-3 runner's record of the row's training
+                                                     (its "dtype" is the note's training dtype; cost records)
     RUNS_DIR/<row>/token_probs/token_probs.npy       optional: `python -m dft_verl.analysis.token_probs` of the
                                                      trained model on the SFT training set (Fig. 2);
                                                      base/token_probs is the "before training" distribution
@@ -125,8 +127,20 @@ def collect(runs_dir: str | os.PathLike) -> list[tuple[Row, dict | None]]:
     out = []
     for row in ROWS:
         path = runs_dir / row.key / "eval" / "results.json"
-        out.append((row, read_results(path) if path.is_file() else None))
+        results = read_results(path) if path.is_file() else None
+        if results is not None and row.trainer is not None:
+            results["train_dtype"] = train_dtype(runs_dir / row.key)
+        out.append((row, results))
     return out
+
+
+def train_dtype(row_dir: Path) -> str | None:
+    """The dtype the row's trainer computed in, as its finished train step recorded it (``dft_verl.table3``'s
+    manifest, key "dtype"); None when the row was trained elsewhere or before the dtype was recorded."""
+    try:
+        return json.loads((row_dir / "steps" / "train.json").read_text(encoding="utf-8")).get("dtype")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _num(x: float | None) -> str:
@@ -149,15 +163,18 @@ def _settings_note(table: list[tuple[Row, dict | None]]) -> str:
         return "No results found."
     note = "; ".join(f"Average@{k}, temperature {t}, max {m} new tokens" for k, t, m in seen)
     # Prompt template, dtype and judge of each row; results files written before eval recorded them: paper, not
-    # recorded
+    # recorded. The training dtype (collect) is that of the rows that train.
     for what, key, missing, flag in (("prompt template", "prompt_template", "paper",
                                       "PROMPT TEMPLATES DIFFER, rows not comparable"),
                                      ("dtype", "dtype", "not recorded", "DTYPES DIFFER"),
+                                     ("training dtype", "train_dtype", "not recorded", "TRAINING DTYPES DIFFER"),
                                      ("judge", "judge", "not recorded", "JUDGES DIFFER")):
         rows_by_value: dict[str, list[str]] = {}
         for row, r in table:
-            if r is not None:
+            if r is not None and (key != "train_dtype" or row.trainer is not None):
                 rows_by_value.setdefault(r.get(key) or missing, []).append(row.key)
+        if not rows_by_value:
+            continue
         if len(rows_by_value) == 1:
             note += f"; {what} {next(iter(rows_by_value))}"
         else:

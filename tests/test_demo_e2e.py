@@ -126,6 +126,7 @@ def test_every_row_evaluated_on_the_held_out_questions(demo_run):
     md = (out / "report" / "summary.md").read_text()
     for row in ROWS:
         assert f"| {row} |" in md
+    assert "sampled in float32, judge dft_verl.rewards" in md and "; trained in float32)" in md  # every trainer
     for png in ("fig1_accuracy_vs_step.png", "fig2_token_probs.png"):
         assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -177,6 +177,7 @@ def test_every_row_records_what_it_cost(tiny_run):
                 ray = row in RL_TRAINED and manifest.stem == "train"  # main_ppo's own Ray cluster
                 assert rec["launch"] == ("ray" if ray else "local") and rec["device"] == "cpu", manifest
                 assert rec["cpu_seconds"] >= 0, manifest
+                assert rec.get("dtype") == ("float32" if manifest.stem == "train" else None), manifest  # the report's
                 if manifest.stem in ("train", "eval") and not ray:  # processes that compute (prune moves files)
                     assert rec["cpu_seconds"] > 0, manifest
     with open(runs / "report" / "table3.csv") as f:
@@ -186,6 +187,7 @@ def test_every_row_records_what_it_cost(tiny_run):
         assert float(table[row]["device_s"]) > 0 if row in SFT_TRAINED else table[row]["device_s"] == "", row
     assert table["dft_offline"]["includes_sampling"] == "True" and table["sft"]["includes_sampling"] == "False"
     assert (runs / "report" / "accuracy_vs_compute.png").stat().st_size > 0
+    assert "; training dtype float32;" in (runs / "report" / "table3.md").read_text()
 
 
 def test_every_row_is_on_one_tracking_board(tiny_run):

@@ -196,8 +196,8 @@ def test_settings_note_names_template_and_judge_and_flags_a_mix(tmp_path):
         write(root / row / "eval" / "results.json",
               {**results_json(BASE_PQ), "prompt_template": "qwen-boxed", "judge": judge})
     md = report.to_markdown(report.collect(root))
-    assert ("max 64 new tokens; prompt template qwen-boxed; dtype not recorded; judge dft_verl.rewards (math-verify "
-            "0.9.0);") in md
+    assert ("max 64 new tokens; prompt template qwen-boxed; dtype not recorded; training dtype not recorded; judge "
+            "dft_verl.rewards (math-verify 0.9.0);") in md
     # a results file from before eval recorded them: paper, judge not recorded
     write(root / "dft_sft" / "eval" / "results.json", results_json(BASE_PQ))
     md = report.to_markdown(report.collect(root))
@@ -212,3 +212,10 @@ def test_settings_note_names_template_and_judge_and_flags_a_mix(tmp_path):
     write(root / "sft" / "eval" / "results.json", {**results_json(BASE_PQ), "prompt_template": "qwen-boxed",
                                                     "judge": judge, "dtype": "bfloat16"})
     assert "DTYPES DIFFER: bfloat16 (sft); float32 (base, dft_sft)" in report.to_markdown(report.collect(root))
+
+    # the dtype each trained row computed in (the runner's train-step record): base, untrained, is left out
+    write(root / "sft" / "steps" / "train.json", {"step": "train", "seconds": 1.0, "dtype": "bfloat16"})
+    md = report.to_markdown(report.collect(root))
+    assert "TRAINING DTYPES DIFFER: bfloat16 (sft); not recorded (dft_sft)" in md
+    write(root / "dft_sft" / "steps" / "train.json", {"step": "train", "seconds": 1.0, "dtype": "bfloat16"})
+    assert "; training dtype bfloat16;" in report.to_markdown(report.collect(root))

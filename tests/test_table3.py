@@ -262,6 +262,11 @@ def test_train_dtype_bfloat16_is_fsdp2_mixed_precision_in_every_cpu_trainer(tmp_
         assert (cfg.actor_rollout_ref.rollout.dtype, cfg.actor_rollout_ref.rollout.name, cfg.trainer.device) == \
             ("bfloat16", "hf", "cpu")
         check_command(step.module, step.args)
+    # the dtype each train step records for the report: TRAIN_DTYPE on CPU, verl's bf16 on GPUs; no other step has one
+    cases = ((s, "bfloat16"), (settings(tmp_path, PRESET="cpu-tiny"), "float32"), (settings(tmp_path), "bfloat16"))
+    for st, want in cases:
+        assert {(step.name, step.dtype) for row in ("sft", "dpo", "grpo") for step in plan.steps(st, row)
+                if step.name in ("train", "eval")} == {("train", want), ("eval", None)}
     auto = settings(tmp_path, PRESET="cpu-tiny", TRAIN_DTYPE="auto").TRAIN_DTYPE
     assert auto == ("bfloat16" if native_bf16() else "float32")
     # GPUs: verl's own bf16 mixed precision, no override

@@ -177,6 +177,8 @@ def write_summary(out: Path, cfg, timings: dict[str, float], row_seconds: dict[s
     made_by = sorted({(r.get("prompt_template", "paper"), r.get("dtype") or "not recorded",
                        r.get("judge", "not recorded")) for _, r in table if r is not None})
     made_by_line = "; ".join(f"prompt template {t}, sampled in {d}, judge {j}" for t, d, j in made_by)
+    trained_in = sorted({r.get("train_dtype") or "not recorded" for row, r in table if r is not None and row.trainer})
+    made_by_line += f"; trained in {' and '.join(trained_in)}" if trained_in else ""
     header = (f"Table 3 rehearsed on CPU (preset {cfg.preset}): {n_q} held-out questions (the Math500 column of "
               f"report/table3.md), each row trained from the same base model by its recipe ({made_by_line})."
               f"{data_line}")

@@ -44,6 +44,7 @@ class Step:
     all_nodes: bool = False  # run on every node of a multi-node torchrun (training); else node 0 alone
     local: bool = False  # on this machine even with RAY_ADDRESS (reads and writes RUNS_DIR only)
     overwrite_args: list[str] = field(default_factory=list)  # appended with OVERWRITE=1
+    dtype: str | None = None  # a training step's compute dtype, recorded in its manifest for the report
     after: Callable[[bool], None] | None = None
 
     @property
@@ -283,12 +284,19 @@ def ref_logprobs_step(s: Settings, row: Row) -> Step:
                 clears=[str(out), *records], env=env)
 
 
+def train_dtype(s: Settings) -> str:
+    """The dtype a row's trainer computes in: TRAIN_DTYPE on CPU (resolved, never "auto"); on GPUs verl's default
+    FSDP mixed precision, bf16 parameters and compute with fp32 master weights."""
+    return s.TRAIN_DTYPE if s.cpu else "bfloat16"
+
+
 def train_step(s: Settings, row: Row, extra: list[str]) -> Step:
     ckpt = ckpt_dir(s, row.key)
     data = ref_data(s, row) if row.ref_logprobs else data_file(s, row.data)
     env, records = cost_records(s, row.key, "train", trainer=True)
     common = dict(reads=[str(data), s.MODEL_PATH], outputs=[str(ckpt / "latest_checkpointed_iteration.txt")],
-                  clears=[str(ckpt), *records], env={**board.logger_env(s, row.key), **env}, all_nodes=True)
+                  clears=[str(ckpt), *records], env={**board.logger_env(s, row.key), **env}, all_nodes=True,
+                  dtype=train_dtype(s))
     if row.trainer == "sft":
         if s.RAY_ADDRESS:  # verl's Ray SFT trainer: one job, ranks placed by Ray on every node
             return Step(row.key, "train", "dft_verl.trainer.sft_ray", [*sft_overrides(s, row, data), *extra], **common)

@@ -165,7 +165,8 @@ class Runner:
 
     def _usage(self, step: plan.Step, cpu_seconds: float) -> dict:
         """What a step held and used, for dft_verl.cost: CPU seconds of its process tree on this machine, GPUs held
-        (a training step: every GPU of every node), the device, and where it ran (local, ray, nodes)."""
+        (a training step: every GPU of every node), the device, where it ran (local, ray, nodes) and, for a training
+        step, the dtype it computed in (the report's "training dtype")."""
         s = self.s
         if (s.RAY_ADDRESS and not step.local) or step.module == "verl.trainer.main_ppo":
             where = "ray"  # main_ppo starts a Ray cluster of its own: its workers are not this process's children
@@ -174,8 +175,9 @@ class Runner:
         else:
             where = "local"
         gpus = s.int("NNODES") * s.int("N_GPUS_PER_NODE") if step.all_nodes else max(step.gpus, 1)
-        return {"cpu_seconds": round(cpu_seconds, 1), "gpus": 0 if s.cpu else gpus,
-                "device": "cpu" if s.cpu else "gpu", "launch": where}
+        usage = {"cpu_seconds": round(cpu_seconds, 1), "gpus": 0 if s.cpu else gpus,
+                 "device": "cpu" if s.cpu else "gpu", "launch": where}
+        return {**usage, "dtype": step.dtype} if step.dtype else usage
 
     def _run_process(self, step: plan.Step, args: list[str]) -> None:
         argv, local_env = launch.step_command(self.s, step, args)
