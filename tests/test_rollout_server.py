@@ -170,6 +170,30 @@ def test_row_seeded_draws_follow_the_warped_softmax(temperature, top_k, top_p, k
     assert ((counts / n - expected).abs() <= 5 * sigma + 1e-9).all(), (counts / n, expected)
 
 
+@pytest.mark.parametrize("vocab", [4, 1000, 49152 + 7])
+def test_inverse_cdf_draws_the_plain_float64_cdf(vocab):
+    """The two-level inverse CDF (block sums, then inside a block) draws the token the one-level formula draws:
+    ``cdf = cumsum(softmax(scores))`` in float64 over the whole vocabulary, the first v with ``cdf(v) > u``, on
+    random scores of several spreads with and without -inf entries (top-k / top-p cut), a vocabulary that is not a
+    multiple of the block, and u at 0 and just below 1; a -inf token is never drawn."""
+    from dft_verl.rollout.sampler import inverse_cdf
+
+    gen = torch.Generator().manual_seed(vocab)
+    for trial in range(8):
+        scores = torch.randn(64, vocab, generator=gen) * (0.5 + 2 * trial)
+        if trial % 2:
+            cut = torch.rand(64, vocab, generator=gen) < 0.7
+            cut[:, 0] = False
+            scores[cut] = float("-inf")
+        u = torch.rand(64, generator=gen, dtype=torch.float64)
+        u[0], u[1] = 0.0, 1 - 2**-52
+        cdf = scores.double().softmax(-1).cumsum(-1)
+        expected = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+        drawn = inverse_cdf(scores, u)
+        assert torch.equal(drawn, expected)
+        assert torch.isfinite(scores.gather(1, drawn.unsqueeze(-1))).all()
+
+
 def test_temperature_sampling_is_not_cut_to_the_top_50(model_and_prompts):
     """T=1 with top_k=-1 samples the whole softmax: the share of first tokens outside the 50 likeliest matches
     their probability (transformers' generate applied a default top_k=50 to every sampled request)."""
