@@ -14,6 +14,11 @@ temperature 1.0, seed 0) and token budget for every configuration, measured side
                             2 x (weights in those matmuls) FLOPs per token (~2 x parameters: the tied lm_head is
                             counted, the embedding lookup is not). Attention over <= ~130 positions adds ~3%
                             and is left out, so the bound is a little optimistic
+    decoding steps alone    per dtype, process count and batch B: tokens/s of the sampler's decoding steps with every
+                            row live (``ignore_eos``), the P processes decoding together, start-up and prefill
+                            excluded (the difference of a 64- and an 8-token call over the same B sequences), beside
+                            the same bound: what a long evaluation or rollout approaches, where the table above
+                            also pays the workers' start-up, the prefill and the last rows' small batches
     prefill share           time of one full prefill forward (the batch's left-padded prompts, cache built) /
                             time per batch of the P = 1 run (which prefills each prompt once). Prefilling each prompt once and expanding its KV cache
                             n times (what generate does) saves at most (1 - 1/n) x that share
@@ -73,8 +78,8 @@ def linear_weights(model_path: str, dtype: str = "float32"):
     return weights
 
 
-def matmul_rate(model_path: str, threads: int, batches: list[int], seconds: float, barrier,
-                dtype: str = "float32") -> dict[int, float]:
+def matmul_rate(model_path: str, threads: int, batches: list[int], seconds: float, dtype: str = "float32", *,
+                barrier) -> dict[int, float]:
     """GFLOP/s of ``F.linear`` at [B, in] inputs over the model's weights in ``dtype``, per batch size B (in a worker)."""
     import torch
 
@@ -96,18 +101,17 @@ def matmul_rate(model_path: str, threads: int, batches: list[int], seconds: floa
     return rates
 
 
-def concurrent_matmul_rate(model_path: str, processes: int, threads: int, batches: list[int], seconds: float,
-                           dtype: str = "float32"):
-    """Sum over ``processes`` spawned workers (measuring together) of their GFLOP/s, per batch size."""
+def concurrently(processes: int, worker, *args) -> dict:
+    """Sum over ``processes`` spawned workers, run at once, of ``worker(*args, barrier=...)``'s rates per batch size
+    (the barrier lets them measure together, sharing memory bandwidth as P decoding processes do)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = mp.get_context("spawn")
     barrier = ctx.Manager().Barrier(processes)
     with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-        parts = [f.result() for f in [pool.submit(matmul_rate, model_path, threads, batches, seconds, barrier, dtype)
-                                      for _ in range(processes)]]
-    return {b: sum(p[b] for p in parts) for b in batches}
+        parts = [f.result() for f in [pool.submit(worker, *args, barrier=barrier) for _ in range(processes)]]
+    return {b: sum(p[b] for p in parts) for b in parts[0]}
 
 
 def generated_tokens(tokenizer, responses: list[list[str]], budget: int) -> int:
@@ -183,6 +187,33 @@ def generate_sequences(model, tokenizer, prompts, n: int, batch: int, max_new: i
     return time.perf_counter() - t0, tokens
 
 
+def decode_rate(model_path: str, dtype: str, threads: int, seqs: list[list[int]], batches: list[int],
+                max_new: int, warm: int = 8, *, barrier) -> dict[int, float]:
+    """Tokens/s of the sampler's decoding steps alone (in a worker), per batch size B: ``rollout.sampler.sample`` over
+    the first B sequences with every row live to the end (``ignore_eos``), once for ``warm`` and once for ``max_new``
+    new tokens; (max_new - warm) x B tokens / the difference of the two wall times: start-up, the prefill and the
+    first steps cancel out. The P workers of a configuration measure at the same time (barrier)."""
+    import torch
+
+    from dft_verl.generation import load_hf
+    from dft_verl.rollout.sampler import SamplingParams, sample
+
+    torch.set_num_threads(threads)
+    model, tokenizer = load_hf(model_path, dtype)
+    params = SamplingParams(temperature=1.0, ignore_eos=True)
+    rates = {}
+    for b in batches:
+        walls = []
+        for steps in (warm, max_new):
+            barrier.wait()
+            t0 = time.perf_counter()
+            sample(model, seqs[:b], [steps] * b, params, [], tokenizer.pad_token_id, generator_seed=0,
+                   share_prompt_prefill=True)
+            walls.append(time.perf_counter() - t0)
+        rates[b] = (max_new - warm) * b / (walls[1] - walls[0])
+    return rates
+
+
 # (decoding loop, attention): transformers' generate; the sampler's own loop; that loop with gqa_sdpa (the sampler)
 VARIANTS = (("generate", "sdpa"), ("sample", "sdpa"), ("sample", "gqa_sdpa"))
 
@@ -238,6 +269,8 @@ def main() -> None:
                    help="model dtypes, comma-separated (default: float32,bfloat16 where the CPU has native bf16 "
                         "(dft_verl.platform.cpu.native_bf16), else float32)")
     p.add_argument("--matmul-seconds", type=float, default=3.0, help="time per matmul measurement")
+    p.add_argument("--decode-steps", type=int, choices=[0, 1], default=1,
+                   help="1: also time the decoding steps alone (every row live; start-up and prefill excluded)")
     p.add_argument("--compare-sequences", type=int, default=64,
                    help="sequences of the prefill-once comparison (0: skip it)")
     p.add_argument("--vllm", choices=["auto", "on", "off", "only"], default="auto",
@@ -276,8 +309,9 @@ def main() -> None:
     startup = time.perf_counter() - t0
 
     dtypes = (args.dtypes or ("float32,bfloat16" if native_bf16() else "float32")).split(",")
-    rates = {(dt, pr): (concurrent_matmul_rate(model_path, pr, max(1, cores // pr), batches, args.matmul_seconds, dt)
-                        if args.vllm != "only" else {b: float("nan") for b in batches}) for dt in dtypes for pr in procs}
+    rates = {(dt, pr): (concurrently(pr, matmul_rate, model_path, max(1, cores // pr), batches, args.matmul_seconds,
+                                     dt) if args.vllm != "only" else {b: float("nan") for b in batches})
+             for dt in dtypes for pr in procs}
     prefill = {b: prefill_seconds(model, tokenizer, prompts, args.n, b) for b in batches}
     n_prompts = len(prompts)
     print(f"model {model_path} ({weights / 1e6:.1f}M weights in matmuls); {n_prompts} prompts x n={args.n} "
@@ -308,6 +342,18 @@ def main() -> None:
                 print(f"{dt:>8} {pr:>2} x {max(1, cores // pr):<2} {b:>5} {tokens:>7} {wall:>7.1f} {rate:>7.1f} "
                       f"{rate / base:>6.2f}x {bound:>7.0f} {rate / bound:>8.0%} {same:>5} {share:>8} "
                       f"{os.getloadavg()[0]:>5.2f}", flush=True)
+    if args.decode_steps and args.vllm != "only":
+        seqs = repeated_prompt_ids(tokenizer, prompts, args.n, max(batches))
+        print(f"decoding steps alone (every row live, start-up and prefill excluded: {args.max_new_tokens} - 8 steps), "
+              "tok/s of all processes together, bound and share of it:", flush=True)
+        for dt in dtypes:
+            for pr in procs:
+                threads = max(1, cores // pr)
+                got = concurrently(pr, decode_rate, model_path, dt, threads, seqs, batches, args.max_new_tokens)
+                print(f"  {dt:>8} {pr} x {threads}: " + ", ".join(
+                    f"B={b} {got[b]:.1f} (bound {rates[dt, pr][b] * 1e9 / (2 * weights):.0f}, "
+                    f"{got[b] / (rates[dt, pr][b] * 1e9 / (2 * weights)):.0%})" for b in batches)
+                    + f"; load {os.getloadavg()[0]:.2f}", flush=True)
     if args.compare_sequences > 0:
         for dt in dtypes:
             timed = variant_times(model_path, tokenizer, prompts, args.n, max(batches), args.max_new_tokens,

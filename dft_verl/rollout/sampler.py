@@ -2,7 +2,8 @@
 
 ``sample(model, requests, params, eos_ids, pad_id)`` completes every request once in one left-padded batch and
 returns, per request, the new token ids and (when asked) their log-probabilities. The decoding loop is this
-module's own (one ``model(...)`` forward per step, transformers' dynamic KV cache), not ``model.generate``:
+module's own (one ``model(...)`` forward per step over a KV cache reserved once per batch, ``rollout.kv_cache``),
+not ``model.generate``:
 
     prefill     the prompts, each distinct prompt once (its n samples copy its keys, values and next-token logits)
     step t      z = the logits of each row's next token               (float32; after the prefill: model(last
@@ -37,6 +38,8 @@ from typing import Optional, Sequence
 import torch
 from transformers import (DynamicCache, LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
                           TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+from dft_verl.rollout.kv_cache import reserve
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,12 @@ class Uniforms:
             self.generators = [self.generators[i] for i in live]
 
 
-def prefill(model, ids: torch.Tensor, mask: torch.Tensor, share: bool = False) -> tuple[DynamicCache, torch.Tensor]:
+def prefill(model, ids: torch.Tensor, mask: torch.Tensor, share: bool = False,
+            capacity: Optional[int] = None) -> tuple[DynamicCache, torch.Tensor]:
     """(transformers' ``DynamicCache`` of a left-padded batch's prompts, the float32 logits [B, V] of each prompt's
-    next token). ``share``: each distinct row (ids and mask) is computed once and its keys, values and logits copied to
+    next token). ``capacity``: positions reserved per row for the prompts and the tokens to come
+    (``dft_verl.rollout.kv_cache``: decoding steps then write in place instead of concatenating). ``share``: each
+    distinct row (ids and mask) is computed once and its keys, values and logits copied to
     the rows that repeat it (``Cache.reorder_cache`` with repeated indices): a prompt's n samples cost one prefill.
     Position ids are ``cumsum(mask) - 1`` (0 on padding), as ``generate`` gives a padded batch."""
     keep, index = list(range(len(ids))), list(range(len(ids)))
@@ -166,6 +172,8 @@ def prefill(model, ids: torch.Tensor, mask: torch.Tensor, share: bool = False) -
                 keep.append(i)
             index.append(slot[tuple(row)])
     cache = DynamicCache(config=model.config)
+    if capacity is not None:
+        reserve(cache, capacity)
     u_mask = mask[keep]
     logits = model(input_ids=ids[keep], attention_mask=u_mask, position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1].float()
@@ -222,7 +230,7 @@ def sample(
     stops = set() if params.ignore_eos else {*eos_ids, *params.stop_token_ids}
     scale = params.temperature if params.temperature > 0 else 1.0
 
-    cache, logits = prefill(model, ids, mask, share=share_prompt_prefill)
+    cache, logits = prefill(model, ids, mask, share=share_prompt_prefill, capacity=width + max(max_tokens))
     rows = list(range(len(prompts)))  # batch position -> request index, for the live rows
     # prompt + tokens so far, for the repetition penalty; padding reads as the row's last prompt token, so a row is
     # penalised for its own tokens only, whatever it is batched with (generate penalised the pad id as well)
