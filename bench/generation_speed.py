@@ -55,16 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-
-def default_model() -> str:
-    from dft_verl.demo.smollm2 import default_model_dir, is_converted
-
-    path = default_model_dir()
-    if is_converted(path):
-        return str(path)
-    from dft_verl.tiny import build_tiny_model
-
-    return build_tiny_model("/tmp/dft_verl_bench/tiny")
+from rollout_throughput import default_model  # noqa: E402  (the bench folder is on sys.path when run)
 
 
 def linear_weights(model_path: str, dtype: str = "float32"):
