@@ -170,10 +170,12 @@ def generate_workers() -> list:
     return [c for c in multiprocessing.active_children() if c.name.startswith("dft_verl-generate-")]
 
 
-def test_processes_give_the_same_samples_as_one_process(tiny_chat):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_processes_give_the_same_samples_as_one_process(tiny_chat, dtype):
     """5 prompts x n=3 in batches of 4: four batches (the last one short) over two spawned workers, reassembled
-    in order. Every batch has its own seed, so the text equals the one-process run's, sample for sample."""
-    kw = dict(n=3, temperature=1.0, max_new_tokens=12, batch_size=4, seed=5, progress=False)
+    in order. Every batch has its own seed, so the text equals the one-process run's, sample for sample; in bf16
+    (GEN_DTYPE) as in fp32, though the workers run 1 thread each where one process runs all."""
+    kw = dict(n=3, temperature=1.0, max_new_tokens=12, batch_size=4, seed=5, progress=False, dtype=dtype)
     one = generate(tiny_chat, MANY, **kw)
     two = generate(tiny_chat, MANY, processes=2, **kw)
     assert two == one

@@ -274,6 +274,38 @@ def test_train_dtype_bfloat16_is_fsdp2_mixed_precision_in_every_cpu_trainer(tmp_
     assert not any("mixed_precision" in a for a in commands(settings(tmp_path, TRAIN_DTYPE="bfloat16"), "sft")[0])
 
 
+def test_gen_dtype_samples_and_evaluates_in_bf16_on_cpu_with_the_hf_backend_only(tmp_path):
+    """GEN_DTYPE=bfloat16: the pipeline's sampling (composed as the pipeline composes it) and every evaluation (parsed
+    by dft_verl.eval's own parser) run in bf16; float32 leaves both commands as they were; a --dtype in EVAL_ARGS
+    wins; GPUs and other backends ignore it; cpu-small's auto follows the CPU's native bf16."""
+    from dft_verl.eval import build_parser
+    from dft_verl.platform.cpu import native_bf16
+    from dft_verl.table3.check import compose_config, split_hydra_args
+
+    def data_and_eval(s):
+        pipeline = next(st for st in plan.steps(s, "data") if st.module == "dft_verl.pipeline")
+        ev = next(st for st in plan.steps(s, "sft") if st.name == "eval")
+        return pipeline, build_parser().parse_args(ev.args).dtype
+
+    bf16 = settings(tmp_path, PRESET="cpu-tiny", GEN_DTYPE="bfloat16", DATA_GENERATE_TRAIN="8")
+    pipeline, eval_dtype = data_and_eval(bf16)
+    cfg = compose_config(*split_hydra_args(pipeline.module, pipeline.args))
+    assert (cfg.sample.backend, cfg.sample.backend_kwargs.dtype, eval_dtype) == ("hf", "bfloat16", "bfloat16")
+    fp32 = settings(tmp_path, PRESET="cpu-tiny")
+    pipeline, eval_dtype = data_and_eval(fp32)
+    assert not any(".dtype=" in a for a in pipeline.args) and eval_dtype is None  # the hf default: float32
+    given = settings(tmp_path, PRESET="cpu-tiny", GEN_DTYPE="bfloat16", EVAL_ARGS="--dtype float32")
+    assert data_and_eval(given)[1] == "float32"
+    for other in (settings(tmp_path, GEN_DTYPE="bfloat16"),  # GPUs: vLLM's own dtype
+                  settings(tmp_path, PRESET="cpu-tiny", GEN_DTYPE="bfloat16", SAMPLE_BACKEND="vllm",
+                       EVAL_BACKEND="vllm")):
+        pipeline, eval_dtype = data_and_eval(other)
+        assert not any(".dtype=" in a for a in pipeline.args) and eval_dtype is None
+    small = settings(tmp_path, PRESET="cpu-small")
+    assert small.GEN_DTYPE == ("bfloat16" if native_bf16() else "float32")
+    assert settings(tmp_path, PRESET="cpu-small", GEN_DTYPE="float32").GEN_DTYPE == "float32"
+
+
 def test_cpu_ray_jobs_get_the_cpu_platform_and_no_gpus(tmp_path):
     import json
 

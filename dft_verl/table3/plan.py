@@ -94,6 +94,12 @@ def eval_args(s: Settings) -> list[str]:
     return shlex.split(s.EVAL_ARGS)
 
 
+def generation_dtype(s: Settings, backend: str) -> str | None:
+    """GEN_DTYPE where it applies (DEVICE=cpu, the hf backend) and is not that backend's float32 default; else None,
+    so that a float32 run's sampling and evaluation commands stay those of earlier versions (finished steps stand)."""
+    return s.GEN_DTYPE if s.cpu and backend == "hf" and s.GEN_DTYPE != "float32" else None
+
+
 def eval_benchmarks(s: Settings) -> list[str]:
     """The benchmarks an evaluation asks for (EVAL_ARGS's --benchmarks, parsed by dft_verl.eval's own parser)."""
     from dft_verl.eval import build_parser
@@ -247,6 +253,8 @@ def data_steps(s: Settings, extra: list[str]) -> Iterator[Step]:
             f"sample.max_new_tokens={s.SAMPLE_MAX_NEW_TOKENS}", f"verify.use_ray={s.VERIFY_USE_RAY}"]
     args += optional(s, {"sample.batch_size": "SAMPLE_BATCH_SIZE", "sample.processes": "SAMPLE_PROCESSES",
                          "verify.num_workers": "VERIFY_NUM_WORKERS"})
+    if dtype := generation_dtype(s, s.SAMPLE_BACKEND):
+        args.append(f"+sample.backend_kwargs.dtype={dtype}")
     if s.SAMPLE_BACKEND == "verl":  # one shard is one Ray job: make it large
         args += [f"+sample.backend_kwargs.n_gpus_per_node={s.N_GPUS_PER_NODE}",
                  f"+sample.backend_kwargs.nnodes={s.NNODES}", "sample.shard_size=8192"]
@@ -348,11 +356,12 @@ def evaluation_steps(s: Settings, row: Row, model: str, step: int | None, out: P
     if s.EVAL_DATA_DIR:
         args += ["--data-dir", s.EVAL_DATA_DIR]
         reads += [str(Path(s.EVAL_DATA_DIR) / b / "test.jsonl") for b in eval_benchmarks(s)]
-    if s.EVAL_BACKEND:
-        args += ["--backend", s.EVAL_BACKEND]
-    elif s.cpu:
-        args += ["--backend", "hf"]
-    args += eval_args(s)
+    backend = s.EVAL_BACKEND or ("hf" if s.cpu else "")
+    if backend:
+        args += ["--backend", backend]
+    if dtype := generation_dtype(s, backend):
+        args += ["--dtype", dtype]
+    args += eval_args(s)  # after: a --dtype in EVAL_ARGS wins
     results = out / "results.json"
 
     def after(ran: bool) -> None:
