@@ -57,6 +57,11 @@ def base_env(demo: Path, out: Path) -> dict[str, str]:
     env = {str(k): str(v) for k, v in config.get("recipe_env", {}).items()}
     env.update(PRESET=str(config["preset"]), MODEL_PATH=str(base), MODEL_BUILD="none", DATA_DIR=str(out / "data"),
                EVAL_DATA_DIR=str(demo / "bench"), DATA_GENERATE_TRAIN="0", SEED="0", EVAL="0")
+    # --eval compares with the demo's own evaluations: evaluate in the dtype they were sampled in (a demo made before
+    # GEN_DTYPE existed evaluated in float32, which results.json records)
+    evaluated = sorted(demo.glob("*/eval/results.json"))
+    if evaluated and "GEN_DTYPE" not in env:
+        env["GEN_DTYPE"] = json.loads(evaluated[0].read_text()).get("dtype") or "float32"
     return env
 
 
