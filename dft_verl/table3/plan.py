@@ -95,9 +95,12 @@ def eval_args(s: Settings) -> list[str]:
 
 
 def generation_dtype(s: Settings, backend: str) -> str | None:
-    """GEN_DTYPE where it applies (DEVICE=cpu, the hf backend) and is not that backend's float32 default; else None,
-    so that a float32 run's sampling and evaluation commands stay those of earlier versions (finished steps stand)."""
-    return s.GEN_DTYPE if s.cpu and backend == "hf" and s.GEN_DTYPE != "float32" else None
+    """GEN_DTYPE where it applies (DEVICE=cpu, the hf backend) and is not that backend's default (float32,
+    ``dft_verl.eval.default_dtype``); else None, so that a float32 run's sampling and evaluation commands stay those
+    of earlier versions (finished steps stand)."""
+    from dft_verl.eval import default_dtype
+
+    return s.GEN_DTYPE if s.cpu and backend == "hf" and s.GEN_DTYPE != default_dtype(backend) else None
 
 
 def eval_benchmarks(s: Settings) -> list[str]:
