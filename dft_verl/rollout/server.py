@@ -12,8 +12,10 @@ from its own random stream (sampler.Uniforms) seeded with ``request_seed``: a ha
 global step, the request id verl gives under that switch (``det-<priority>``; verl 0.9.1's cpu_sync/v1 agent loop
 passes no priority, so every id is ``det-0``), the prompt's tokens, and how many requests with that id and prompt
 came before it in the step (the k-th of a question's n samples gets stream k). So a rerun of the same config samples
-the same responses for each question, whatever order the requests arrive in and whichever share a batch; which of
-a question's n sessions receives which of them may change, as may the order of the batch verl assembles. Without
+the same responses for each question, whatever order the requests arrive in; which requests share a batch matters
+only through float rounding, which differs between batch shapes and now and then moves a draw (measured rates in
+docs/recipes.md); which of a question's n sessions receives which response may change, as may the order of the
+batch verl assembles. Without
 the switch, one stream seeded with ``rollout.seed`` serves the batches in the order they form, which depends on
 timing. The CPU platform routes requests to replicas by prompt (``dft_verl.rollout.router``), so a question's n
 samples meet on one server, whose counter then numbers them.
