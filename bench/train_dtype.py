@@ -44,7 +44,8 @@ DTYPES = ("float32", "bfloat16")
 
 def base_env(demo: Path, out: Path) -> dict[str, str]:
     """The settings of a finished demo's main run (its preset, recipe_env, base model), minus RUNS_DIR; its data is
-    copied to OUT/data once (reference log-prob steps write there; the demo's folder is only read)."""
+    copied to OUT/data once (reference log-prob steps write there; the demo's folder is only read). A copy whose
+    filtered data is not the demo's (the demo was run again since) stops the bench: OUT's rows trained on the old."""
     config = json.loads((demo / "config.json").read_text())
     ckpt = demo / "warmup" / "checkpoints" / "sft"
     latest = ckpt / "latest_checkpointed_iteration.txt"
@@ -54,6 +55,11 @@ def base_env(demo: Path, out: Path) -> dict[str, str]:
     if not (out / "data").is_dir():
         shutil.copytree(demo / "data", out / "data.tmp", dirs_exist_ok=True)
         (out / "data.tmp").rename(out / "data")
+    theirs, ours = (json.loads((d / "data" / "filter" / "_manifest.json").read_text()).get("fingerprint")
+                    if (d / "data" / "filter" / "_manifest.json").is_file() else None for d in (demo, out))
+    if theirs != ours:
+        raise SystemExit(f"{out / 'data'}: copied from an earlier run of {demo} (filtered data fingerprint {ours}, the "
+                         f"demo's is now {theirs}); give another --out, or delete {out} to train its rows again")
     env = {str(k): str(v) for k, v in config.get("recipe_env", {}).items()}
     env.update(PRESET=str(config["preset"]), MODEL_PATH=str(base), MODEL_BUILD="none", DATA_DIR=str(out / "data"),
                EVAL_DATA_DIR=str(demo / "bench"), DATA_GENERATE_TRAIN="0", SEED="0", EVAL="0")

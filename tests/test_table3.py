@@ -238,6 +238,34 @@ def test_cpu_preset_changes_sizes_and_device_only(tmp_path):
     assert not any(a.startswith(("trainer.device", "+platform")) for c in paper.values() for a in c[0])
 
 
+def test_the_train_dtype_bench_refuses_data_copied_from_an_earlier_run_of_its_demo(tmp_path):
+    """bench/train_dtype.py trains rows from a demo's data, copied to OUT/data once: a second call reuses the copy;
+    after the demo ran again (another filtered-data fingerprint) it stops, naming the copy, instead of training the
+    demo's new settings on its old data."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("train_dtype_bench", Path(__file__).parents[1] / "bench" /
+                                                  "train_dtype.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    demo, out = tmp_path / "demo", tmp_path / "out"
+    (demo / "warmup" / "checkpoints" / "sft").mkdir(parents=True)
+    (demo / "warmup" / "checkpoints" / "sft" / "latest_checkpointed_iteration.txt").write_text("3")
+    (demo / "data" / "filter").mkdir(parents=True)
+    (demo / "config.json").write_text(json.dumps({"preset": "cpu-small", "recipe_env": {"SFT_EPOCHS": "2"}}))
+    manifest = demo / "data" / "filter" / "_manifest.json"
+    manifest.write_text(json.dumps({"fingerprint": "first", "stage": "filter"}))
+    env = bench.base_env(demo, out)
+    assert env["DATA_DIR"] == str(out / "data") and env["SFT_EPOCHS"] == "2" and env["PRESET"] == "cpu-small"
+    assert env["MODEL_PATH"].endswith("global_step_3/huggingface")
+    assert json.loads((out / "data" / "filter" / "_manifest.json").read_text())["fingerprint"] == "first"
+    assert bench.base_env(demo, out) == env  # the copy is reused
+    manifest.write_text(json.dumps({"fingerprint": "second", "stage": "filter"}))
+    with pytest.raises(SystemExit, match=r"copied from an earlier run .*fingerprint first, the demo's is now second"):
+        bench.base_env(demo, out)
+
+
 def test_train_dtype_bfloat16_is_fsdp2_mixed_precision_in_every_cpu_trainer(tmp_path):
     """TRAIN_DTYPE=bfloat16: bf16 parameters and compute, fp32 master weights and reduction, in the SFT family's and
     DPO's engine and in main_ppo's actor, reference and critic (composed as main_ppo composes it, then checked by
