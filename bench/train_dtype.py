@@ -42,6 +42,14 @@ from pathlib import Path
 DTYPES = ("float32", "bfloat16")
 
 
+def filtered_fingerprint(data: Path) -> str | None:
+    """The fingerprint the filter stage recorded in ``data/filter`` (its manifest), None where it has none."""
+    from dft_verl.pipeline.artifacts import MANIFEST
+
+    manifest = data / "filter" / MANIFEST
+    return json.loads(manifest.read_text()).get("fingerprint") if manifest.is_file() else None
+
+
 def base_env(demo: Path, out: Path) -> dict[str, str]:
     """The settings of a finished demo's main run (its preset, recipe_env, base model), minus RUNS_DIR; its data is
     copied to OUT/data once (reference log-prob steps write there; the demo's folder is only read). A copy whose
@@ -55,8 +63,7 @@ def base_env(demo: Path, out: Path) -> dict[str, str]:
     if not (out / "data").is_dir():
         shutil.copytree(demo / "data", out / "data.tmp", dirs_exist_ok=True)
         (out / "data.tmp").rename(out / "data")
-    theirs, ours = (json.loads((d / "data" / "filter" / "_manifest.json").read_text()).get("fingerprint")
-                    if (d / "data" / "filter" / "_manifest.json").is_file() else None for d in (demo, out))
+    theirs, ours = (filtered_fingerprint(d / "data") for d in (demo, out))
     if theirs != ours:
         raise SystemExit(f"{out / 'data'}: copied from an earlier run of {demo} (filtered data fingerprint {ours}, the "
                          f"demo's is now {theirs}); give another --out, or delete {out} to train its rows again")

@@ -38,17 +38,15 @@ def gqa_sdpa_attention_forward(module, query, key, value, attention_mask, dropou
     every layer at every decoding step: no work here beyond the reshapes)."""
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, rows, dim = query.shape
-    if groups == 1 or kwargs.get("s_aux") is not None or kwargs.get("output_attentions"):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
     decoding = rows == 1 and dropout == 0 and not module.training
-    if attention_mask is None and decoding:  # no padding: the one query row reads every cached position
-        return _decode_attention(query.view(batch, key.shape[1], groups, dim), key, value, None, scaling, heads), None
-    if attention_mask is None or attention_mask.dim() != 4 or attention_mask.shape[1] != 1:
+    shared_mask = attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
+    # no mask (no padding) only when decoding: the one query row then reads every cached position
+    if (groups == 1 or not (shared_mask or (attention_mask is None and decoding))
+            or kwargs.get("s_aux") is not None or kwargs.get("output_attentions")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     kv_heads, length = key.shape[1], key.shape[2]
-    mask = attention_mask[..., :length]
+    mask = None if attention_mask is None else attention_mask[..., :length]
     if decoding:
         return _decode_attention(query.view(batch, kv_heads, groups, dim), key, value, mask, scaling, heads), None
     if rows > 1:
@@ -69,11 +67,9 @@ def _decode_attention(query, key, value, mask, scaling, heads):
     length = key.shape[2]
     scale = dim**-0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(-1, -2)).float().mul_(scale)  # [B, G, r, L]
-    if mask is None:
-        pass
-    elif mask.dtype == torch.bool:
+    if mask is not None and mask.dtype == torch.bool:
         scores.masked_fill_(~mask, float("-inf"))
-    else:
+    elif mask is not None:
         scores.add_(mask)
     out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # [B, G, r, d]
     return out.view(batch, 1, heads, dim)

@@ -161,7 +161,8 @@ def test_a_lost_node_fails_the_row_naming_it_and_the_rerun_resumes(cluster, two_
     latest = int(tracker.read_text().strip())
     assert saved <= last < total, (saved, last, total)
     assert steps and steps[0] == last + 1 and steps[-1] == total == latest, (steps, saved, last, total)
-    print(f"last checkpoint before the failure: {last}; rerun resumed at step {steps[0]} and finished at {latest} of {total}")
+    print(f"last checkpoint before the failure: {last}; rerun resumed at step {steps[0]} and finished at {latest} "
+          f"of {total}")
     # the SFT family's Ray trainer (sft_ray) placed a rank on each node, the worker being the new node
     assert f"ray job submit --address={cluster.address}" in resumed.stdout and "python -m dft_verl.trainer.sft_ray" \
         in resumed.stdout
